@@ -1,0 +1,5 @@
+"""`python -m generator` is the `llm-blueprint` command."""
+
+from generator.cli import run
+
+run()

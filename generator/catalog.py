@@ -1,0 +1,187 @@
+"""Load the tracks/ YAML data and check it against a schema, with errors that name file, key and value.
+
+copier.yml includes the data files into its `catalog` variable; the same include list is read here, so the
+wizard and Copier always see the same files. Each file is parsed on its own (so a YAML error names its file),
+checked for Jinja syntax (Copier renders included files as templates), validated, then merged.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from generator.errors import UserError
+
+_INCLUDE = re.compile(r"include\s+'([^']+)'")
+_JINJA = re.compile(r"\{\{|\{%|\{#")
+
+Check = Callable[[Any], bool]
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _num(lo: float, hi: float = float("inf"), lo_open: bool = False) -> Check:
+    def check(v: Any) -> bool:
+        ok_type = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return ok_type and (v > lo if lo_open else v >= lo) and v <= hi
+
+    check.__doc__ = f"a number in {'(' if lo_open else '['}{lo}, {hi}]"
+    return check
+
+
+def _int(lo: int) -> Check:
+    def check(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    check.__doc__ = f"an integer >= {lo}"
+    return check
+
+
+def _one_of(*options: str) -> Check:
+    def check(v: Any) -> bool:
+        return v in options
+
+    check.__doc__ = "one of " + ", ".join(options)
+    return check
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(_str(x) for x in v)
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+_str.__doc__ = "a non-empty string"
+_str_list.__doc__ = "a non-empty list of strings"
+_bool.__doc__ = "true or false"
+
+# Per section: (required fields, optional fields). Every entry of the section must satisfy them.
+_TITLED = {"title": _str, "summary": _str}
+SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
+    "tracks": (
+        {**_TITLED, "architecture": _one_of("gpt2", "llama"), "gives": _str_list},
+        {"kv_head_ratio": _int(1), "qk_norm": _bool},
+    ),
+    "budgets": (
+        {
+            **_TITLED,
+            "device": _one_of("cpu", "cuda"),
+            "accelerator": _str,
+            "gpus_per_node": _int(1),
+            "memory_gb": _num(0, lo_open=True),
+            "peak_tflops_bf16": _num(0, lo_open=True),
+            "peak_tflops_fp32": _num(0, lo_open=True),
+            "mfu": _num(0, 1, lo_open=True),
+            "price_per_hour": _num(0),
+            "default_hours": _num(0, 10000, lo_open=True),
+        },
+        {"multi_node": _bool, "default_nodes": _int(2), "max_nodes": _int(2)},
+    ),
+    "presets": (
+        {
+            "n_layer": _int(1),
+            "n_head": _int(1),
+            "n_embd": _int(1),
+            "block_size": _int(2),
+            "vocab_size": _int(257),
+            "micro_batch_size": _int(1),
+            "batch_tokens": _int(1),
+            "lr": _num(0, 1, lo_open=True),
+            "warmup_steps": _int(0),
+            "eval_interval": _int(1),
+            "precision": _one_of("auto", "bf16", "fp16", "fp32"),
+        },
+        {"max_steps": _int(1)},
+    ),
+    "data_sources": (_TITLED, {}),
+    "licenses": (_TITLED, {}),
+}
+
+
+def _fail(file: str, where: str, message: str) -> UserError:
+    return UserError(f"tracks data {file}: {where}: {message}")
+
+
+def _validate_section(file: str, section: str, entries: Any) -> None:
+    required, optional = SCHEMA[section]
+    if not isinstance(entries, dict) or not entries:
+        raise _fail(file, section, "expected a mapping of ids to entries")
+    for key, entry in entries.items():
+        where = f"{section}.{key}"
+        if not isinstance(entry, dict):
+            raise _fail(file, where, "expected a mapping")
+        unknown = set(entry) - set(required) - set(optional)
+        if unknown:
+            raise _fail(file, where, f"unknown field {sorted(unknown)[0]!r}")
+        for field, check in {**required, **optional}.items():
+            if field not in entry:
+                if field in required:
+                    raise _fail(file, where, f"missing field {field!r}")
+                continue
+            if not check(entry[field]):
+                raise _fail(file, f"{where}.{field}", f"expected {check.__doc__}, got {entry[field]!r}")
+
+
+def _cross_check(catalog: dict[str, Any]) -> None:
+    """Rules that span sections: every budget has a preset, shapes divide, multi-node budgets are complete."""
+    for budget, b in catalog["budgets"].items():
+        if budget not in catalog["presets"]:
+            raise _fail("presets.yml", "presets", f"no preset for budget {budget!r}")
+        if b.get("multi_node") and not {"default_nodes", "max_nodes"} <= set(b):
+            raise _fail("budgets.yml", f"budgets.{budget}", "a multi_node budget needs default_nodes and max_nodes")
+    if "tiny" not in catalog["presets"] or "max_steps" not in catalog["presets"]["tiny"]:
+        raise _fail("presets.yml", "presets.tiny", "the tiny preset with max_steps is required")
+    ratios = [t.get("kv_head_ratio", 1) for t in catalog["tracks"].values()]
+    for name, p in catalog["presets"].items():
+        if p["n_embd"] % p["n_head"]:
+            raise _fail("presets.yml", f"presets.{name}", f"n_embd {p['n_embd']} is not divisible by n_head {p['n_head']}")
+        for ratio in ratios:
+            if p["n_head"] % ratio:
+                raise _fail("presets.yml", f"presets.{name}", f"n_head {p['n_head']} is not divisible by kv_head_ratio {ratio}")
+
+
+def catalog_files(include_expression: str) -> list[str]:
+    """The data files named by copier.yml's `catalog` default (its `{% include '...' %}` list)."""
+    return _INCLUDE.findall(include_expression)
+
+
+def load_catalog(root: Path, include_expression: str) -> dict[str, Any]:
+    """Parse, check and merge the data files that copier.yml includes."""
+    catalog: dict[str, Any] = {}
+    for rel in catalog_files(include_expression):
+        path = root / rel
+        name = Path(rel).name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(name, "file", f"cannot be read ({exc.strerror})") from None
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if _JINJA.search(line):
+                raise _fail(name, f"line {lineno}", "Jinja syntax is not allowed in data files")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "file"
+            raise _fail(name, where, f"invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise _fail(name, "file", "expected a mapping at the top level")
+        for section, entries in data.items():
+            if section not in SCHEMA:
+                raise _fail(name, section, f"unknown section (known: {', '.join(SCHEMA)})")
+            if section in catalog:
+                raise _fail(name, section, "section is defined in two files")
+            _validate_section(name, section, entries)
+            catalog[section] = entries
+    missing = [s for s in SCHEMA if s not in catalog]
+    if missing:
+        raise _fail("tracks/", missing[0], "section is missing")
+    _cross_check(catalog)
+    return catalog

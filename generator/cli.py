@@ -1,0 +1,184 @@
+"""`llm-blueprint`: generate a working LLM repository for your track and compute budget, and keep it updated.
+
+    llm-blueprint new [DEST]      ask (or take flags), show the plan, render, git init, commit
+    llm-blueprint update [PATH]   merge the newest template into a generated project
+    llm-blueprint tracks          what each track and budget gives
+    llm-blueprint estimate        the plan for a track and budget, without writing anything
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from generator import source as sources
+from generator.errors import UpdateConflict, UserError
+from generator.plan import format_plan
+from generator.render import check_destination, create_project
+from generator.spec import TemplateSpec
+from generator.update import update_project
+from generator.wizard import collect_answers, confirm, is_interactive
+
+PROG = "llm-blueprint"
+
+
+def _add_question_flags(parser: argparse.ArgumentParser, spec: TemplateSpec, only: tuple[str, ...] = ()) -> None:
+    """One flag per copier.yml question, with its help and (data-driven) choices."""
+    for q in spec.questions:
+        if only and q.name not in only:
+            continue
+        choices = spec.choices(q, {"track": "beginner", "budget": "cpu", "data_source": "shakespeare"})
+        extra = f" (one of: {', '.join(str(v) for _, v in choices)})" if choices else ""
+        parser.add_argument(q.flag, dest=q.name, metavar=q.name.upper(), help=q.help + extra)
+
+
+def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Generate a language-model repository that trains, tests and explains itself, sized for "
+        "your track and compute budget, and pull later template versions into it.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {sources.version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    new = sub.add_parser(
+        "new",
+        help="generate a new project (wizard at a terminal, flags anywhere)",
+        description="Ask the questions (or take them from flags), show the plan, render the template into "
+        "DEST, run git init and commit. Without a terminal (or with CI set) it never prompts: pass flags, "
+        "and --yes to take defaults for the rest.",
+        epilog=f"example: {PROG} new demo --track practitioner --budget cpu --yes",
+    )
+    new.add_argument("dest", nargs="?", metavar="DEST", help="folder to create (default: ./NAME); must not exist or be empty")
+    _add_question_flags(new, spec)
+    new.add_argument("--yes", "-y", action="store_true", help="take defaults for questions without a flag; don't ask to confirm")
+    new.add_argument("--template", metavar="PATH", help="render another copy of the template (a git repository), e.g. a fork")
+
+    upd = sub.add_parser(
+        "update",
+        help="merge the newest template into a generated project",
+        description="Run `copier update` on a generated project: the template's changes are merged with your "
+        "edits. Refuses uncommitted changes; exits 1 and lists the files when the merge conflicts.",
+        epilog=f"example: {PROG} update my-llm --dry-run",
+    )
+    upd.add_argument("path", nargs="?", default=".", metavar="PATH", help="the generated project (default: .)")
+    upd.add_argument("--dry-run", action="store_true", help="show what would change, in a throwaway clone; change nothing")
+    upd.add_argument("--no-commit", action="store_true", help="leave a clean merge uncommitted for review")
+
+    sub.add_parser("tracks", help="list tracks and budgets and what each gives", description="List tracks and budgets.")
+
+    est = sub.add_parser(
+        "estimate",
+        help="print the plan (model size, tokens, time, cost) for a track and budget",
+        description="Print the plan `new` would show, without writing anything.",
+        epilog=f"example: {PROG} estimate --track researcher --budget cluster --nodes 8 --hours 48",
+    )
+    _add_question_flags(est, spec, only=("track", "budget", "nodes", "hours"))
+    return parser
+
+
+def _quickstart(project: Path) -> str:
+    """The generated README's first command block: the one place the quick start is written."""
+    readme = (project / "README.md").read_text(encoding="utf-8") if (project / "README.md").is_file() else ""
+    match = re.search(r"```(?:bash|sh|console)?\n(.*?)```", readme, re.S)
+    return match.group(1).strip() if match else ""
+
+
+def cmd_new(args: argparse.Namespace, spec: TemplateSpec) -> int:
+    source = sources.TemplateSource(str(Path(args.template).resolve()), "HEAD") if args.template else sources.default_source()
+    if args.template:
+        spec = TemplateSpec(Path(source.location))
+    interactive = is_interactive()
+    given = {q.name: getattr(args, q.name) for q in spec.questions if getattr(args, q.name, None) is not None}
+    dest = Path(args.dest) if args.dest else None
+    if dest is None and "project_name" not in given and not interactive:
+        raise UserError("missing DEST or --name (the folder or project to create)")
+    if dest is not None:
+        check_destination(dest.resolve())
+        if not interactive:
+            given.setdefault("project_name", dest.resolve().name)
+    answers = collect_answers(
+        spec, given, interactive=interactive and not args.yes, assume_defaults=args.yes,
+        folder_name=dest.resolve().name if dest else "",
+    )
+    dest = (dest or Path(answers["project_name"])).resolve()
+    check_destination(dest)
+    print(format_plan(answers, spec.derive(answers), spec.catalog))
+    if interactive and not args.yes and not confirm(f"Create {dest}?"):
+        print("Nothing was written.")
+        return 1
+    create_project(source, dest, answers)
+    print(f"\nCreated {dest} (git repository, first commit made). Next:\n")
+    print(f"  cd {dest}")
+    for line in _quickstart(dest).splitlines():
+        print(f"  {line}")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    project = Path(args.path)
+    result = update_project(project, dry_run=args.dry_run, commit=not args.no_commit)
+    if not result.changed:
+        print(f"{project.resolve().name} is up to date with the template ({result.new}).")
+        return 0
+    if args.dry_run:
+        print(result.diff, end="")
+        print(f"\nDry run: updating {result.old} -> {result.new} would change {len(result.changed)} file(s); nothing was changed.")
+        return 0
+    state = "left uncommitted for review" if args.no_commit else "committed"
+    print(f"Updated {result.old} -> {result.new}: {len(result.changed)} file(s) changed, {state}.")
+    for name in result.changed:
+        print(f"  {name}")
+    return 0
+
+
+def cmd_tracks(spec: TemplateSpec) -> int:
+    catalog = spec.catalog
+    print("Tracks (--track):")
+    for key, t in catalog["tracks"].items():
+        print(f"\n  {key}: {t['title']}. {t['summary']}")
+        for item in t["gives"]:
+            print(f"    - {item}")
+    print("\nBudgets (--budget):")
+    for key, b in catalog["budgets"].items():
+        price = "free" if b["price_per_hour"] == 0 else f"~${b['price_per_hour']:g}/h" + (" per node" if b.get("multi_node") else "")
+        nodes = f", --nodes 2..{b['max_nodes']} (default {b['default_nodes']})" if b.get("multi_node") else ""
+        print(f"\n  {key}: {b['title']}. {b['summary']}")
+        print(f"    {b['accelerator']}; {price}; default {b['default_hours']:g} h{nodes}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace, spec: TemplateSpec) -> int:
+    given = {name: getattr(args, name) for name in ("track", "budget", "nodes", "hours") if getattr(args, name) is not None}
+    given.setdefault("project_name", "estimate")
+    answers = collect_answers(spec, given, interactive=False, assume_defaults=True, folder_name="estimate")
+    print(format_plan(answers, spec.derive(answers), spec.catalog))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        spec = TemplateSpec(sources.template_files())
+        args = build_parser(spec).parse_args(argv)
+        if args.command == "new":
+            return cmd_new(args, spec)
+        if args.command == "update":
+            return cmd_update(args)
+        if args.command == "tracks":
+            return cmd_tracks(spec)
+        return cmd_estimate(args, spec)
+    except (UserError, UpdateConflict) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        nothing = "; nothing was written" if args is not None and args.command == "new" else ""
+        print(f"\n{PROG}: cancelled{nothing}", file=sys.stderr)
+        return 130
+
+
+def run() -> Any:
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The plan shown before anything is written: model size, training tokens, time and cost on the budget.
+
+All figures come from tracks/derive.yml.jinja (through TemplateSpec.derive), the same values the generated
+repository's configs and README are rendered from; this module only formats them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23 M' (three significant digits, SI-style suffix)."""
+    for factor, suffix in ((1e12, " T"), (1e9, " B"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows describing what the project will train and what it costs."""
+    track = catalog["tracks"][answers["track"]]
+    budget = catalog["budgets"][answers["budget"]]
+    m, plan = derived["model"], derived["plan"]
+    hardware = budget["accelerator"]
+    if derived["nodes"] > 1:
+        hardware = f"{derived['nodes']} nodes x {budget['gpus_per_node']} GPUs ({derived['world_size']} GPUs)"
+    heads = f"{m['n_head']} heads" + (f", {m['n_kv_head']} key/value heads" if m["n_kv_head"] != m["n_head"] else "")
+    arch = "GPT-2 style" if derived["architecture"] == "gpt2" else "Llama style"
+    ratio = plan["train_tokens"] / plan["chinchilla_tokens"]
+    return [
+        ("track", f"{track['title']}: {track['summary']}"),
+        ("budget", f"{budget['title']} ({hardware})"),
+        ("model", f"{human(m['params'])} parameters, {arch}: {m['n_layer']} layers x {m['n_embd']} wide, {heads}"),
+        ("context", f"{m['block_size']} tokens, vocabulary {m['vocab_size']:,}"),
+        ("training", f"{human(plan['train_tokens'])} tokens in {plan['max_steps']:,} steps of {human(m['batch_tokens'])} tokens"),
+        ("compute-optimal", f"{human(plan['chinchilla_tokens'])} tokens (20 per parameter, Hoffmann et al. 2022): "
+                            f"the plan is {ratio:.2g}x that"),
+        ("throughput", f"~{human(plan['tokens_per_s'])} tokens/s at {budget['mfu']:.0%} MFU"),
+        ("time", f"{plan['hours']:g} h of training"),
+        ("cost", "free (your own machine)" if budget["price_per_hour"] == 0 else f"~${float(plan['cost_usd']):,.2f} "
+                 f"at ${budget['price_per_hour']:g}/h{' per node' if derived['nodes'] > 1 else ''}"),
+    ]
+
+
+def format_plan(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[str, Any]) -> str:
+    rows = plan_rows(answers, derived, catalog)
+    width = max(len(label) for label, _ in rows)
+    lines = [f"Plan for {answers['project_name']}:"]
+    lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""tracks/ schema validation: the real data passes, and each kind of mistake gets a precise one-line error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from generator.catalog import catalog_files
+from generator.errors import UserError
+from generator.spec import TemplateSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_real_catalog_is_complete(spec: TemplateSpec) -> None:
+    catalog = spec.catalog
+    assert set(catalog["tracks"]) == {"beginner", "practitioner", "researcher"}
+    assert set(catalog["budgets"]) == {"cpu", "gpu-24gb", "gpu-80gb", "node-8gpu", "cluster"}
+    assert set(catalog["presets"]) == set(catalog["budgets"]) | {"tiny"}
+
+
+def test_copier_yml_includes_every_data_file(spec: TemplateSpec) -> None:
+    included = {Path(p).name for p in catalog_files(spec.config["catalog"]["default"])}
+    on_disk = {p.name for p in (ROOT / "tracks").glob("*.yml")}
+    assert included == on_disk
+
+
+@pytest.fixture
+def broken(tmp_path: Path):
+    """Copy the template's data and config, apply an edit to one file, and load it."""
+
+    def load(file: str, old: str, new: str) -> str:
+        shutil.copy2(ROOT / "copier.yml", tmp_path / "copier.yml")
+        shutil.copytree(ROOT / "tracks", tmp_path / "tracks")
+        path = tmp_path / "tracks" / file
+        text = path.read_text()
+        assert old in text, f"test setup: {old!r} not in {file}"
+        path.write_text(text.replace(old, new, 1))
+        with pytest.raises(UserError) as info:
+            _ = TemplateSpec(tmp_path).catalog
+        message = str(info.value)
+        assert "\n" not in message
+        return message
+
+    return load
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        ("budgets.yml", "    mfu: 0.4\n", "    mfu: 1.5\n", "budgets.yml: budgets.cpu.mfu: expected a number in (0, 1], got 1.5"),
+        ("budgets.yml", "    device: cpu\n", "    device: tpu\n", "budgets.cpu.device: expected one of cpu, cuda, got 'tpu'"),
+        ("budgets.yml", "    default_hours: 1\n", "", "budgets.yml: budgets.cpu: missing field 'default_hours'"),
+        ("tracks.yml", "    architecture: gpt2", "    architecture: rnn", "tracks.beginner.architecture: expected one of gpt2, llama"),
+        ("tracks.yml", "    qk_norm: true", "    qk_norm: true\n    colour: red", "tracks.researcher: unknown field 'colour'"),
+        ("presets.yml", "    n_embd: 256\n", "    n_embd: 250\n", "presets.cpu: n_embd 250 is not divisible by n_head 4"),
+        ("presets.yml", "  gpu-80gb:\n", "  gpu-80gb-old:\n", "no preset for budget 'gpu-80gb'"),
+        ("presets.yml", "    vocab_size: 512\n", "    vocab_size: 100\n", "presets.tiny.vocab_size: expected an integer >= 257"),
+        ("choices.yml", "    title: MIT\n", "    title: '{{ x }}'\n", "choices.yml: line"),
+        ("choices.yml", "licenses:\n", "licenses: [\n", "choices.yml: line"),
+        ("choices.yml", "licenses:\n", "colours:\n", "choices.yml: colours: unknown section"),
+    ],
+)
+def test_mistakes_are_reported_precisely(broken, file: str, old: str, new: str, expected: str) -> None:
+    assert expected in broken(file, old, new)
+
+
+def test_multi_node_budget_needs_node_limits(broken) -> None:
+    assert "needs default_nodes and max_nodes" in broken("budgets.yml", "    max_nodes: 512\n", "")
