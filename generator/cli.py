@@ -80,11 +80,10 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
     return parser
 
 
-def _quickstart(project: Path) -> str:
-    """The generated README's first command block: the one place the quick start is written."""
-    readme = (project / "README.md").read_text(encoding="utf-8") if (project / "README.md").is_file() else ""
-    match = re.search(r"```(?:bash|sh|console)?\n(.*?)```", readme, re.S)
-    return match.group(1).strip() if match else ""
+def readme_commands(readme: Path) -> list[str]:
+    """The fenced shell blocks of a README, in order: the quick start is written there and nowhere else."""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    return [block.strip() for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.S)]
 
 
 def cmd_new(args: argparse.Namespace, spec: TemplateSpec) -> int:
@@ -113,8 +112,9 @@ def cmd_new(args: argparse.Namespace, spec: TemplateSpec) -> int:
     create_project(source, dest, answers)
     print(f"\nCreated {dest} (git repository, first commit made). Next:\n")
     print(f"  cd {dest}")
-    for line in _quickstart(dest).splitlines():
-        print(f"  {line}")
+    for block in readme_commands(dest / "README.md")[:2]:
+        for line in block.splitlines():
+            print(f"  {line}")
     return 0
 
 

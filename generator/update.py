@@ -63,11 +63,11 @@ def changed_files(project: Path) -> list[str]:
 
 
 def run_copier_update(project: Path, source: TemplateSource) -> None:
+    """Copier reads the source location from the answers file; `source` decides the revision."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         copier.run_update(
             str(project),
-            src_path=source.location,
             vcs_ref=source.ref,
             defaults=True,
             overwrite=True,

@@ -1,0 +1,135 @@
+"""The render matrix: every track x budget renders completely, with the files its answers call for."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generator.render import render
+from generator.source import TemplateSource
+from generator.spec import TemplateSpec
+
+TRACKS = ["beginner", "practitioner", "researcher"]
+BUDGETS = ["cpu", "gpu-24gb", "gpu-80gb", "node-8gpu", "cluster"]
+PACKAGE_FILES = ["__init__.py", "__main__.py", "cli.py", "config.py", "model.py", "tokenizer.py", "data.py",
+                 "train.py", "generate.py", "bench.py", "distributed.py"]
+ALWAYS = ["README.md", "pyproject.toml", "LICENSE", ".gitignore", ".copier-answers.yml", ".github/workflows/ci.yml",
+          "configs/tiny.yml", "configs/default.yml", "tests/test_model.py", "tests/test_train.py", "tests/test_cli.py",
+          "tests/test_tokenizer.py", "tests/test_data.py"]
+
+
+def answers_for(track: str, budget: str, **extra) -> dict:
+    answers = {"project_name": f"{track[:4]}-{budget}", "track": track, "budget": budget, "hours": 3.0,
+               "data_source": "shakespeare", "license": "MIT", "author": "Ada Lovelace", **extra}
+    if budget == "cluster":
+        answers.setdefault("nodes", 4)
+    return answers
+
+
+def rendered_files(project: Path) -> dict[str, str]:
+    return {str(p.relative_to(project)): p.read_text(encoding="utf-8")
+            for p in sorted(project.rglob("*")) if p.is_file() and ".git" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory, template_repo: Path) -> dict[tuple[str, str], Path]:
+    out = tmp_path_factory.mktemp("matrix")
+    projects = {}
+    for track, budget in itertools.product(TRACKS, BUDGETS):
+        dest = out / f"{track}-{budget}"
+        render(TemplateSource(str(template_repo), "HEAD"), dest, answers_for(track, budget))
+        projects[track, budget] = dest
+    return projects
+
+
+@pytest.mark.parametrize(("track", "budget"), list(itertools.product(TRACKS, BUDGETS)))
+def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, budget: str) -> None:
+    project = matrix[track, budget]
+    answers = answers_for(track, budget)
+    derived = spec.derive(answers)
+    package = derived["package_name"]
+    files = rendered_files(project)
+
+    for name, text in files.items():
+        leftovers = text.replace("${{", "") if name.startswith(".github/") else text
+        assert "{{" not in leftovers and "{%" not in leftovers, f"unrendered Jinja in {name}"
+    for name in ALWAYS + [f"{package}/{f}" for f in PACKAGE_FILES]:
+        assert name in files, f"{name} missing"
+    assert ("scripts/torchrun.sh" in files) == derived["multi_gpu"]
+    assert ("scripts/slurm.sbatch" in files) == derived["multi_node"]
+    assert ("notebooks/walkthrough.ipynb" in files) == (track == "beginner")
+    assert any(n.startswith("configs/ablations/") for n in files) == (track == "researcher")
+
+    for name, text in files.items():
+        if name.endswith(".py"):
+            compile(text, name, "exec")
+    default = yaml.safe_load(files["configs/default.yml"])
+    for key in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size", "ffn_hidden"):
+        assert default["model"][key] == derived["model"][key], key
+    assert default["train"]["max_steps"] == derived["plan"]["max_steps"]
+    assert yaml.safe_load(files[".copier-answers.yml"])["track"] == track
+
+
+def test_tracks_differ_in_substance(matrix) -> None:
+    def model(track: str) -> str:
+        project = matrix[track, "cpu"]
+        return next(project.glob("*/model.py")).read_text()
+
+    beginner, practitioner, researcher = model("beginner"), model("practitioner"), model("researcher")
+    assert "LayerNorm" in beginner and "RMSNorm" not in beginner and "rope" not in beginner.lower()
+    assert "RMSNorm" in practitioner and "rope" in practitioner.lower() and "n_kv_head" not in practitioner
+    assert "n_kv_head" in researcher and "qk_norm" in researcher
+    assert len({beginner, practitioner, researcher}) == 3
+
+
+@pytest.mark.parametrize("license_id", ["none", "Apache-2.0", "BSD-3-Clause"])
+def test_licence_choice(tmp_path: Path, template_repo: Path, license_id: str) -> None:
+    render(TemplateSource(str(template_repo), "HEAD"), tmp_path / "p", answers_for("beginner", "cpu", license=license_id))
+    licence = tmp_path / "p" / "LICENSE"
+    assert licence.exists() == (license_id != "none")
+    if license_id == "Apache-2.0":
+        assert "Apache License" in licence.read_text() and "Version 2.0" in licence.read_text()
+    if license_id == "BSD-3-Clause":
+        assert "Ada Lovelace" in licence.read_text() and "Neither the name" in licence.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "extra"),
+    [
+        (["--track", "researcher", "--budget", "cluster", "--nodes", "3", "--hours", "5"], []),
+        (["--track", "beginner", "--budget", "cpu", "--data-source", "files", "--data-path", "corpus/*.md"], []),
+    ],
+)
+def test_plain_copier_copy_is_byte_identical_to_the_wizard(cli, tmp_path: Path, template_repo: Path, args, extra) -> None:
+    code, _, err = cli("new", str(tmp_path / "wizard"), "--yes", "--template", str(template_repo), *args)
+    assert code == 0, err
+    answers_file = tmp_path / "wizard" / ".copier-answers.yml"
+    data = {k: v for k, v in yaml.safe_load(answers_file.read_text()).items() if not k.startswith("_")}
+    data_file = tmp_path / "data.yml"
+    data_file.write_text(yaml.safe_dump(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "copier", "copy", "--defaults", "--quiet", "--vcs-ref", "HEAD", "--data-file",
+         str(data_file), str(template_repo), str(tmp_path / "plain")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    wizard, plain = rendered_files(tmp_path / "wizard"), rendered_files(tmp_path / "plain")
+    assert wizard.keys() == plain.keys()
+    for name in wizard:
+        assert wizard[name] == plain[name], name
+    assert (tmp_path / "wizard" / ".copier-answers.yml").read_bytes() == (tmp_path / "plain" / ".copier-answers.yml").read_bytes()
+
+
+def test_every_answer_is_stored_and_nothing_derived_is(cli, tmp_path: Path, template_repo: Path, spec: TemplateSpec) -> None:
+    code, _, err = cli("new", str(tmp_path / "p"), "--yes", "--template", str(template_repo),
+                       "--budget", "cluster", "--data-source", "files")
+    assert code == 0, err
+    stored = yaml.safe_load((tmp_path / "p" / ".copier-answers.yml").read_text())
+    assert {k for k in stored if not k.startswith("_")} == {q.name for q in spec.questions}
+    assert stored["_src_path"] == str(template_repo) and Path(stored["_src_path"]).is_absolute()
+    assert stored["_commit"] == "v1.0.0"
