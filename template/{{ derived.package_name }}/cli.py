@@ -1,0 +1,154 @@
+"""Command line: prepare, train, generate, bench, plan. Also runs as `python -m <package>`.
+
+Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
+(an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import COMMAND, ConfigError, format_plan
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, formatter_class=fmt,
+        description="Train a small language model from scratch.",
+        epilog=f"quick start:\n  {COMMAND} train --config tiny\n  {COMMAND} generate --prompt 'ROMEO:'\n\n"
+               f"run '{COMMAND} <command> --help' for the options of each command",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    devices = ["auto", "cpu", "cuda", "mps"]
+
+    p = sub.add_parser("prepare", formatter_class=fmt, help="tokenize the training text",
+                       description="Train the BPE tokenizer and write train.bin/val.bin to data/prepared/.\n\n"
+                                   f"example:\n  {COMMAND} prepare --config tiny --max-bytes 1000000")
+    p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
+    p.add_argument("--source", choices=["shakespeare", "files"], help="override data.source")
+    p.add_argument("--data", metavar="GLOB", help="override data.data_path (with --source files)")
+    p.add_argument("--max-bytes", type=_positive_int, metavar="N", help="read at most N bytes of text")
+
+    p = sub.add_parser("train", formatter_class=fmt, help="train a model (prepares the data first if needed)",
+                       description="Train with the config's model and schedule; writes runs/<config>/.\n"
+                                   "Under torchrun the same command trains data-parallel.\n\n"
+                                   f"examples:\n  {COMMAND} train --config tiny\n"
+                                   f"  {COMMAND} train --config default --resume")
+    p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N", help="override train.max_steps")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<config name>)")
+    p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (faster on GPUs, slow start)")
+    p.add_argument("--seed", type=int, default=1337, help="seed for weights and batches (default: 1337)")
+
+    p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a trained model",
+                       description="Load a checkpoint and continue a prompt.\n\n"
+                                   f"example:\n  {COMMAND} generate --run runs/tiny --prompt 'ROMEO:' --seed 1")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
+    src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file")
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200, metavar="N", help="default: 200")
+    p.add_argument("--temperature", type=_positive_float, default=0.8, metavar="T", help="default: 0.8")
+    p.add_argument("--top-k", type=_positive_int, default=50, metavar="K", help="default: 50")
+    p.add_argument("--seed", type=int, default=1337, help="default: 1337")
+    p.add_argument("--device", choices=devices, default="auto")
+
+    p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
+                       description="Train a few steps on random tokens and print one JSON object on stdout\n"
+                                   "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n\n"
+                                   f"example:\n  {COMMAND} bench --config default --steps 10")
+    p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
+    p.add_argument("--steps", type=_positive_int, default=10, metavar="N", help="default: 10 (the first is warmup)")
+    p.add_argument("--device", choices=devices, default="auto")
+
+    sub.add_parser("plan", formatter_class=fmt, help="print the plan this repository was generated with",
+                   description="Model size, tokens, time and cost for the chosen budget (from .copier-answers.yml).\n\n"
+                               f"example:\n  {COMMAND} plan")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "plan":
+        print(format_plan())
+        return 0
+
+    from .config import data_dir, load_config
+
+    if args.command == "prepare":
+        data = {k: v for k, v in (("source", args.source), ("data_path", args.data), ("max_bytes", args.max_bytes)) if v}
+        cfg = load_config(args.config, overrides={"data": data} if data else None)
+        from .data import prepare
+
+        out = prepare(cfg.data.source, cfg.data.data_path, cfg.model["vocab_size"], data_dir(cfg),
+                      max_bytes=cfg.data.max_bytes)
+        print(f"prepared data: {out}")
+        return 0
+
+    if args.command == "train":
+        cfg = load_config(args.config, overrides={"train": {"max_steps": args.max_steps}} if args.max_steps else None)
+        from .train import train
+
+        train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed)
+        return 0
+
+    if args.command == "generate":
+        from .generate import find_checkpoint, generate_text
+
+        path = find_checkpoint(args.run, args.checkpoint)
+        print(generate_text(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed, args.device))
+        return 0
+
+    if args.command == "bench":
+        cfg = load_config(args.config)
+        from .bench import bench
+
+        print(json.dumps(bench(cfg, steps=args.steps, device=args.device)))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"{COMMAND}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        from .train import TrainingDiverged  # torch is loaded by now
+
+        if isinstance(e, TrainingDiverged):
+            print(f"{COMMAND}: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        raise

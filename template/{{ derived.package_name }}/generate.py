@@ -1,0 +1,59 @@
+"""Sample text from a trained checkpoint.
+
+The checkpoint is loaded with weights_only=True (tensors and plain values only), the model is rebuilt from
+the GPTConfig stored in it, and the tokenizer is the copy saved next to the checkpoint by `train`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .distributed import pick_device
+from .model import GPT, GPTConfig
+from .tokenizer import BPETokenizer
+from .train import CHECKPOINT, load_checkpoint
+
+
+def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
+    """--checkpoint PATH, else --run DIR/ckpt.pt, else the most recently written runs/*/ckpt.pt."""
+    if checkpoint:
+        path = Path(checkpoint)
+    elif run:
+        path = Path(run) / CHECKPOINT
+    else:
+        found = sorted(Path("runs").glob(f"*/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError("no checkpoint found in runs/: train first, or pass --run/--checkpoint")
+        path = found[-1]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dict]:
+    """The model (eval mode, on `device`), its tokenizer and the raw checkpoint dict."""
+    dev = torch.device(pick_device(device))
+    ck = load_checkpoint(path)
+    model = GPT(GPTConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model"])
+    model.to(dev).eval()
+    tok_path = path.parent / ck["tokenizer"]["file"]
+    if not tok_path.is_file():  # a checkpoint copied without its tokenizer: fall back to the prepared data
+        tok_path = Path(ck["tokenizer"]["source"])
+    return model, BPETokenizer.load(tok_path), ck
+
+
+def generate_text(path: Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
+                  top_k: int | None = 50, seed: int = 1337, device: str = "auto") -> str:
+    """Prompt + continuation as text. The same seed gives the same text on the same machine."""
+    model, tok, _ = load_model(path, device)
+    dev = next(model.parameters()).device
+    # An empty prompt starts from the end-of-text token, i.e. "the beginning of a new document".
+    ids = tok.encode(prompt) if prompt else [tok.eot_id]
+    idx = torch.tensor([ids], dtype=torch.long, device=dev)  # (1, T)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen)  # (1, T + new)
+    new = out[0, len(ids):].tolist()
+    return prompt + tok.decode(new)
