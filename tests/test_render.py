@@ -61,7 +61,7 @@ def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, 
     for name in ALWAYS + [f"{package}/{f}" for f in PACKAGE_FILES]:
         assert name in files, f"{name} missing"
     assert ("scripts/torchrun.sh" in files) == derived["multi_gpu"]
-    assert ("scripts/slurm.sbatch" in files) == derived["multi_node"]
+    assert ("scripts/slurm.sbatch" in files) == derived["multi_gpu"]
     assert ("notebooks/walkthrough.ipynb" in files) == (track == "beginner")
     assert any(n.startswith("configs/ablations/") for n in files) == (track == "researcher")
 
