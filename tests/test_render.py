@@ -82,8 +82,8 @@ def test_tracks_differ_in_substance(matrix) -> None:
 
     beginner, practitioner, researcher = model("beginner"), model("practitioner"), model("researcher")
     assert "LayerNorm" in beginner and "RMSNorm" not in beginner and "rope" not in beginner.lower()
-    assert "RMSNorm" in practitioner and "rope" in practitioner.lower() and "n_kv_head" not in practitioner
-    assert "n_kv_head" in researcher and "qk_norm" in researcher
+    assert "RMSNorm" in practitioner and "rope" in practitioner.lower() and "qk_norm" not in practitioner
+    assert "qk_norm" in researcher and "grouped" in researcher.lower() and "POSITIONS" in researcher
     assert len({beginner, practitioner, researcher}) == 3
 
 
