@@ -43,7 +43,8 @@ def _ask(spec: TemplateSpec, q: Question, context: dict[str, Any]) -> Any:
         except UserError as exc:
             return str(exc)
 
-    text = questionary.text(q.help, default="" if default is None else str(default), validate=validate).unsafe_ask()
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    text = questionary.text(q.help, default=shown, validate=validate).unsafe_ask()
     return spec.cast(q, text)
 
 
