@@ -14,6 +14,8 @@ from typing import Any, Callable
 import yaml
 
 from generator.errors import UserError
+from generator.roadmap_schema import cross_check as _check_steps
+from generator.roadmap_schema import step_schema
 
 _INCLUDE = re.compile(r"include\s+'([^']+)'")
 _JINJA = re.compile(r"\{\{|\{%|\{#")
@@ -81,6 +83,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "mfu": _num(0, 1, lo_open=True),
             "price_per_hour": _num(0),
             "default_hours": _num(0, 10000, lo_open=True),
+            "source": _str,  # where the peak FLOP/s, memory, MFU and price come from
         },
         {"multi_node": _bool, "default_nodes": _int(2), "max_nodes": _int(2)},
     ),
@@ -102,6 +105,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     ),
     "data_sources": (_TITLED, {}),
     "licenses": (_TITLED, {}),
+    "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py
 }
 
 
@@ -145,6 +149,7 @@ def _cross_check(catalog: dict[str, Any]) -> None:
         for ratio in ratios:
             if p["n_head"] % ratio:
                 raise _fail("presets.yml", f"presets.{name}", f"n_head {p['n_head']} is not divisible by kv_head_ratio {ratio}")
+    _check_steps(catalog)
 
 
 def catalog_files(include_expression: str) -> list[str]:

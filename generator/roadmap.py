@@ -1,0 +1,205 @@
+"""The roadmap for one set of answers: steps, estimates, code snippets cut from the real template, attachments.
+
+`build` gathers everything the renderers need; `write_roadmap` writes it as a PDF (generator/roadmap_pdf.py) or
+as the Markdown a generated project holds (template/ROADMAP.md.jinja, rendered the way Copier renders it).
+Snippets come from the template files rendered for the same answers, so the code in the PDF is the code the
+user's repository contains; a snippet that no longer resolves is an error, not a silent gap.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from generator.errors import UserError
+from generator.estimate import estimate
+from generator.roadmap_schema import SNIPPET_ROOT
+from generator.spec import TemplateSpec
+
+PACKAGE_DIR = "{{ derived.package_name }}"  # the package folder's name in template/
+
+
+@dataclass
+class Snippet:
+    path: str  # in the generated project, e.g. demo/train.py
+    first_line: int  # 1-based, in the rendered file
+    code: str  # dedented, so every snippet is valid Python on its own
+
+
+@dataclass
+class Step:
+    id: str
+    number: int
+    data: dict[str, Any]  # the step in tracks/roadmap.yml
+    estimate: dict[str, Any]  # its entry in the estimate: optional, hours, cost_usd, rows
+    snippet: Snippet
+    commands: list[str] = field(default_factory=list)  # with the project's command in front
+    experiment: dict[str, Any] | None = None  # the micro-experiment with `expected` resolved for this track
+    critical: bool = False
+
+
+@dataclass
+class Roadmap:
+    answers: dict[str, Any]
+    derived: dict[str, Any]
+    catalog: dict[str, Any]
+    estimate: dict[str, Any]
+    steps: list[Step]
+
+    @property
+    def title(self) -> str:
+        track = self.catalog["tracks"][self.answers["track"]]["title"]
+        budget = self.catalog["budgets"][self.answers["budget"]]["title"]
+        return f"Roadmap for {self.answers['project_name']}: {track} track, {budget}"
+
+
+def template_file(spec: TemplateSpec, rel: str, answers: dict[str, Any], derived: dict[str, Any]) -> str:
+    """A template file as Copier writes it for these answers; `rel` is PACKAGE/<module>.py."""
+    base = spec.root / "template" / rel.replace(SNIPPET_ROOT, PACKAGE_DIR + "/", 1)
+    jinja = base.with_name(base.name + ".jinja")
+    if jinja.is_file():
+        return spec.render(jinja.read_text(encoding="utf-8"), {**answers, "derived": derived})
+    if base.is_file():
+        return base.read_text(encoding="utf-8")
+    raise UserError(f"roadmap snippet: template file {rel} does not exist")
+
+
+def cut_snippet(source: str, start: str, end: str | None = None) -> tuple[int, str]:
+    """(first line, code) of the statement that begins on the first line containing `start`.
+
+    The statement's extent comes from Python's own parser (decorators included), so multi-line signatures and
+    nested blocks are cut correctly; `end` instead stops at the first later line containing it.
+    """
+    lines = source.splitlines()
+    try:
+        first = next(i for i, line in enumerate(lines, 1) if start in line)
+    except StopIteration:
+        raise UserError(f"roadmap snippet: no line contains {start!r}") from None
+    if end is not None:
+        try:
+            last = next(i for i, line in enumerate(lines, 1) if i >= first and end in line)
+        except StopIteration:
+            raise UserError(f"roadmap snippet: no line after {start!r} contains {end!r}") from None
+    else:
+        nodes = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.stmt) and n.lineno == first]
+        if not nodes:
+            raise UserError(f"roadmap snippet: the line containing {start!r} does not begin a statement")
+        node = max(nodes, key=lambda n: n.end_lineno or n.lineno)  # the outermost statement on that line
+        decorators = getattr(node, "decorator_list", [])
+        first = min([first] + [d.lineno for d in decorators])
+        last = node.end_lineno or first
+    return first, textwrap.dedent("\n".join(lines[first - 1:last])) + "\n"
+
+
+def _command(derived: dict[str, Any], command: str) -> str:
+    return command if command.split()[0] == "pytest" else f"{derived['command']} {command}"
+
+
+def _experiment(step: dict[str, Any], track: str, derived: dict[str, Any]) -> dict[str, Any] | None:
+    exp = step.get("experiment")
+    if exp is None:
+        return None
+    if "expected_from" in exp:
+        section, key = exp["expected_from"].split(".")
+        expected = derived[section][key]
+    else:
+        expected = exp["expected"][track] if isinstance(exp["expected"], dict) else exp["expected"]
+    return {**exp, "expected": expected, "command": _command(derived, exp["command"])}
+
+
+def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
+    derived = spec.derive(answers)
+    est = estimate(spec, answers, derived)
+    catalog = spec.catalog
+    rendered: dict[str, str] = {}
+    steps = []
+    for number, (sid, entry) in enumerate(est["steps"].items(), 1):
+        data = catalog["steps"][sid]
+        ref = data["snippet"]
+        if ref["file"] not in rendered:
+            rendered[ref["file"]] = template_file(spec, ref["file"], answers, derived)
+        first, code = cut_snippet(rendered[ref["file"]], ref["start"], ref.get("end"))
+        path = ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1)
+        steps.append(Step(
+            id=sid, number=number, data=data, estimate=entry, snippet=Snippet(path, first, code),
+            commands=[_command(derived, c) for c in data.get("commands", [])],
+            experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
+        ))
+    return Roadmap(answers, derived, catalog, est, steps)
+
+
+# -- attachments ------------------------------------------------------------------------------------------------
+
+def attachment_py(roadmap: Roadmap, step: Step) -> str:
+    """The step's snippet as a .py file, with a header saying where it comes from and how to try it."""
+    s = step.snippet
+    last = s.first_line + s.code.count("\n") - 1
+    header = [f"# Step {step.number}, {step.data['title']}: {s.path}, lines {s.first_line}-{last}, as generated for "
+              f"the {roadmap.answers['track']} track ({roadmap.answers['budget']} budget)."]
+    header += [f"# Try: {c}" for c in step.commands] or ["# The template has no command for this step yet."]
+    return "\n".join(header) + "\n\n" + s.code
+
+
+def attachment_ipynb(roadmap: Roadmap, step: Step) -> str:
+    """A notebook with the explanation, the snippet and the commands; fixed cell ids keep the bytes stable."""
+    v4 = nbformat.v4
+    track = roadmap.answers["track"]
+    intro = f"# {step.number}. {step.data['title']}\n\n{step.data['summary']}\n\n{step.data['explanation'][track]}"
+    cells = [
+        v4.new_markdown_cell(intro, id=f"{step.id}-intro"),
+        v4.new_markdown_cell(f"From `{step.snippet.path}` (line {step.snippet.first_line}) of the generated project:",
+                             id=f"{step.id}-source"),
+        v4.new_code_cell(step.snippet.code.rstrip("\n"), id=f"{step.id}-code"),
+    ]
+    if step.commands:
+        run = "\n".join(f"!{c}" for c in step.commands)
+        cells.append(v4.new_markdown_cell("Run in the project folder:", id=f"{step.id}-run-intro"))
+        cells.append(v4.new_code_cell(run, id=f"{step.id}-run"))
+    nb = v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    })
+    nbformat.validate(nb)
+    return nbformat.writes(nb)
+
+
+# -- writing ----------------------------------------------------------------------------------------------------
+
+def markdown(spec: TemplateSpec, answers: dict[str, Any]) -> str:
+    """The ROADMAP.md a project generated with these answers holds."""
+    text = (spec.root / "template" / "ROADMAP.md.jinja").read_text(encoding="utf-8")
+    return spec.render(text, {**answers, "derived": spec.derive(answers)})
+
+
+def render_png(pdf: Path, png: Path, dpi: int = 110) -> None:
+    """Page 1 of `pdf` as a PNG, with poppler's pdftoppm."""
+    if shutil.which("pdftoppm") is None:
+        raise UserError("--png needs pdftoppm (Debian/Ubuntu: apt-get install poppler-utils)")
+    stem = png.with_suffix("")
+    subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile", str(pdf), str(stem)],
+                   check=True, capture_output=True)
+    if stem.with_suffix(".png") != png:
+        stem.with_suffix(".png").replace(png)
+
+
+def write_roadmap(spec: TemplateSpec, answers: dict[str, Any], out: Path, png: Path | None = None) -> Path:
+    if out.suffix.lower() == ".md":
+        if png is not None:
+            raise UserError("--png needs a PDF output (-o FILE.pdf)")
+        out.write_text(markdown(spec, answers), encoding="utf-8")
+        return out
+    if out.suffix.lower() != ".pdf":
+        raise UserError(f"-o {out}: the roadmap is written as .pdf or .md")
+    from generator.roadmap_pdf import render_pdf  # fpdf2 is only needed here
+
+    out.write_bytes(render_pdf(build(spec, answers)))
+    if png is not None:
+        render_png(out, png)
+    return out
