@@ -83,12 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=devices, default="auto")
 
     p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
-                       description="Train a few steps on random tokens and print one JSON object on stdout\n"
-                                   "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n\n"
-                                   f"example:\n  {COMMAND} bench --config default --steps 10")
+                       description="train (the default): train a few steps on random tokens; generate: sampling\n"
+                                   "tokens/s with and without the KV cache. Prints one JSON object on stdout\n"
+                                   "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n"
+                                   "The --n-layer ... --vocab-size flags override the config's model.\n\n"
+                                   f"examples:\n  {COMMAND} bench --config default --steps 10\n"
+                                   f"  {COMMAND} bench train --n-layer 4 --n-head 4 --n-embd 256 --block-size 256 "
+                                   "--batch-size 16 --vocab-size 65 --dtype bf16")
+    p.add_argument("action", nargs="?", choices=["train", "generate"], default="train", help="default: train")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N", help="default: 10 (the first is warmup)")
     p.add_argument("--device", choices=devices, default="auto")
+    for flag in ("n-layer", "n-head", "n-embd", "block-size", "batch-size", "vocab-size"):
+        p.add_argument(f"--{flag}", type=_positive_int, metavar="N", help="override the config's value")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="override train.precision")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (the warmup step compiles)")
 
     sub.add_parser("plan", formatter_class=fmt, help="print the plan this repository was generated with",
                    description="Model size, tokens, time and cost for the chosen budget (from .copier-answers.yml).\n\n"
@@ -128,10 +137,15 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "bench":
-        cfg = load_config(args.config)
-        from .bench import bench
+        from .bench import bench, bench_generate, override_shape
 
-        print(json.dumps(bench(cfg, steps=args.steps, device=args.device)))
+        cfg = override_shape(load_config(args.config), n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                             block_size=args.block_size, batch_size=args.batch_size, vocab_size=args.vocab_size,
+                             dtype=args.dtype)
+        if args.action == "generate":
+            print(json.dumps(bench_generate(cfg, device=args.device)))
+        else:
+            print(json.dumps(bench(cfg, steps=args.steps, device=args.device, compile=args.compile)))
         return 0
     raise AssertionError(args.command)
 

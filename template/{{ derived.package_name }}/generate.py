@@ -1,7 +1,8 @@
 """Sample text from a trained checkpoint.
 
-The checkpoint is loaded with weights_only=True (tensors and plain values only), the model is rebuilt from
-the GPTConfig stored in it, and the tokenizer is the copy saved next to the checkpoint by `train`.
+The checkpoint (ckpt.pt) is loaded with weights_only=True (tensors and plain values only), the model is rebuilt
+from the GPTConfig stored in it and filled from model.safetensors, and the tokenizer is the copy saved next
+to the checkpoint by `train`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from .distributed import pick_device
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer
-from .train import CHECKPOINT, load_checkpoint
+from .train import CHECKPOINT, load_checkpoint, load_weights
 
 
 def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
@@ -37,7 +38,7 @@ def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dic
     dev = torch.device(pick_device(device))
     ck = load_checkpoint(path)
     model = GPT(GPTConfig(**ck["model_config"]))
-    model.load_state_dict(ck["model"])
+    load_weights(model, path, ck)
     model.to(dev).eval()
     tok_path = path.parent / ck["tokenizer"]["file"]
     if not tok_path.is_file():  # a checkpoint copied without its tokenizer: fall back to the prepared data
