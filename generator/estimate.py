@@ -149,9 +149,10 @@ def measure(spec: TemplateSpec, steps: int = 10, repeats: int = 3, tracks: list[
             if i == 0:  # the corpus and tokenizer do not depend on the track
                 runs = []
                 for _ in range(repeats):
-                    log("measure: prepare --config default (tokenizer and encoding)")
+                    log("measure: prepare --config default (read, clean, tokenizer, then encoding)")
                     out = _run(python + ["prepare", "--config", "default"], project)
-                    tok = re.search(r"tokenizer ready in ([\d.]+)s \(\d+ documents, ([\d.]+) MB\)", out)
+                    # "read, cleaned and trained a 4096-token tokenizer in 3.1s (38 documents, 5.01 MB read)"
+                    tok = re.search(r"tokenizer in ([\d.]+)s \(\d+ documents, ([\d.]+) MB", out)
                     wrote = re.search(r"wrote \S+ in ([\d.]+)s", out)
                     if not tok or not wrote:
                         raise UserError("measure: could not read the timings from `prepare`'s output")

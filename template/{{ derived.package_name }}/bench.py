@@ -17,58 +17,12 @@ from typing import Any
 
 import torch
 
-from .config import BUDGET_DEVICE, BUDGET_PEAK_TFLOPS, Config
+from .config import Config
 from .distributed import pick_device
 from . import model as model_module
 from .model import GPT, GPTConfig
-from .train import autocast, forward_loss, make_optimizer, resolve_precision
-
-# Dense peak TFLOP/s (bf16/fp16 tensor cores, fp32 without TF32) from vendor data sheets, matched against
-# torch.cuda.get_device_properties().name; more specific names first.
-GPU_PEAK_TFLOPS: list[tuple[str, float, float]] = [
-    ("H200", 989.0, 67.0),
-    ("H100 PCIe", 756.0, 51.0),
-    ("H100 NVL", 835.0, 60.0),
-    ("H100", 989.0, 67.0),
-    ("GH200", 989.0, 67.0),
-    ("B200", 2250.0, 80.0),
-    ("A100", 312.0, 19.5),
-    ("A10G", 70.0, 31.2),
-    ("A10", 125.0, 31.2),
-    ("L40S", 362.0, 91.6),
-    ("L40", 181.0, 90.5),
-    ("L4", 121.0, 30.3),
-    ("RTX 6000 Ada", 364.0, 91.1),
-    ("A6000", 155.0, 38.7),
-    ("4090", 165.0, 82.6),
-    ("3090", 71.0, 35.6),
-    ("V100", 125.0, 15.7),
-    ("T4", 65.0, 8.1),
-]
-
-
-def peak_tflops(device: torch.device, precision: str) -> float:
-    """Peak TFLOP/s for the precision in use; unknown GPUs fall back to the budget's catalog figure."""
-    low = precision in ("bf16", "fp16")
-    if device.type == "cuda":
-        name = torch.cuda.get_device_properties(device).name
-        for key, half, single in GPU_PEAK_TFLOPS:
-            if key.lower() in name.lower():
-                return half if low else single
-        if BUDGET_DEVICE != "cuda":  # a CPU-budget repo run on some GPU: assume a mid-range card
-            return 165.0 if low else 82.6
-    return BUDGET_PEAK_TFLOPS["bf16" if low else "fp32"]
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return 0.0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # peak resident set: KiB on Linux, bytes on macOS
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+from .precision import autocast, peak_memory_mb, peak_tflops, resolve_precision
+from .train import forward_loss, make_optimizer
 
 
 def override_shape(cfg: Config, *, n_layer: int | None = None, n_head: int | None = None, n_embd: int | None = None,
@@ -161,8 +115,8 @@ def bench(cfg: Config, steps: int = 10, device: str = "auto", seed: int = 0, com
         "dtype": precision,
         "steps": steps,
         "compile": compile,
-        "shape": {k: cfg.model[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size")}
-                 | {"batch_size": B},
+        "shape": {**{k: cfg.model[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size")},
+                  "batch_size": B},
     }
 
 

@@ -1,4 +1,4 @@
-"""Command line: prepare, train, generate, bench, plan. Also runs as `python -m <package>`.
+"""Command line: prepare, train, generate, bench, tokenizer-eval, plan. Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
 (an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from .config import COMMAND, ConfigError, format_plan
+from .config import COMMAND, PII_MODES, SOURCES, ConfigError, format_plan
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -48,13 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     devices = ["auto", "cpu", "cuda", "mps"]
 
-    p = sub.add_parser("prepare", formatter_class=fmt, help="tokenize the training text",
-                       description="Train the BPE tokenizer and write train.bin/val.bin to data/prepared/.\n\n"
-                                   f"example:\n  {COMMAND} prepare --config tiny --max-bytes 1000000")
+    p = sub.add_parser("prepare", formatter_class=fmt, help="clean, tokenize and shard the training text",
+                       description="Read the source, clean and deduplicate it, scan it for personal data, write the\n"
+                                   "manifest, train the BPE tokenizer and encode token shards into data/prepared/.\n"
+                                   "The flags override the config's data section.\n\n"
+                                   f"examples:\n  {COMMAND} prepare --config tiny --max-bytes 1000000\n"
+                                   f"  {COMMAND} prepare --source jsonl --data 'corpus/*.jsonl' --licence CC-BY-4.0 "
+                                   "--pii redact")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
-    p.add_argument("--source", choices=["shakespeare", "files"], help="override data.source")
-    p.add_argument("--data", metavar="GLOB", help="override data.data_path (with --source files)")
+    p.add_argument("--source", choices=list(SOURCES), help="override data.source")
+    p.add_argument("--data", metavar="GLOB/NAME", help="override data.data_path (a glob, or a dataset name for hf)")
+    p.add_argument("--text-field", metavar="NAME", help="override data.text_field (jsonl, parquet, hf)")
     p.add_argument("--max-bytes", type=_positive_int, metavar="N", help="read at most N bytes of text")
+    p.add_argument("--pii", choices=list(PII_MODES), help="override data.pii (default: report)")
+    p.add_argument("--licence", metavar="SPDX", help="override data.licence, e.g. CC-BY-4.0")
+    p.add_argument("--require-licence", action="store_true", help="refuse a source without a declared licence")
+    p.add_argument("--strict", action="store_true", help="unreadable input files are errors, not skipped")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="encoding processes (default: min(cores, 8))")
+    p.add_argument("--vocab-size", type=_positive_int, metavar="N",
+                   help="override model.vocab_size; an error if the corpus cannot supply that many tokens")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train a model (prepares the data first if needed)",
                        description="Train with the config's model and schedule; writes runs/<config>/.\n"
@@ -68,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster on GPUs, slow start)")
     p.add_argument("--seed", type=int, default=1337, help="seed for weights and batches (default: 1337)")
+    p.add_argument("--auto-micro-batch", action="store_true",
+                   help="on out-of-memory, halve the micro-batch and accumulate more (same global batch)")
 
     p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a trained model",
                        description="Load a checkpoint and continue a prompt.\n\n"
@@ -84,13 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
                        description="train (the default): train a few steps on random tokens; generate: sampling\n"
-                                   "tokens/s with and without the KV cache. Prints one JSON object on stdout\n"
+                                   "tokens/s with and without the KV cache; tokenizer: BPE training seconds and\n"
+                                   "encoding MB/s on the built-in Shakespeare (--vocab-size, default 4096).\n"
+                                   "Prints one JSON object on stdout\n"
                                    "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n"
                                    "The --n-layer ... --vocab-size flags override the config's model.\n\n"
                                    f"examples:\n  {COMMAND} bench --config default --steps 10\n"
                                    f"  {COMMAND} bench train --n-layer 4 --n-head 4 --n-embd 256 --block-size 256 "
                                    "--batch-size 16 --vocab-size 65 --dtype bf16")
-    p.add_argument("action", nargs="?", choices=["train", "generate"], default="train", help="default: train")
+    p.add_argument("action", nargs="?", choices=["train", "generate", "tokenizer"], default="train",
+                   help="default: train")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N", help="default: 10 (the first is warmup)")
     p.add_argument("--device", choices=devices, default="auto")
@@ -98,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{flag}", type=_positive_int, metavar="N", help="override the config's value")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="override train.precision")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (the warmup step compiles)")
+
+    p = sub.add_parser("plot", formatter_class=fmt, help="draw a run's loss curve (loss.png) from metrics.jsonl",
+                       description="Redraw <run>/loss.png at any time, also while the run is training.\n\n"
+                                   f"example:\n  {COMMAND} plot --run runs/tiny")
+    p.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
+
+    p = sub.add_parser("tokenizer-eval", formatter_class=fmt, help="compare tokenizer vocab sizes on held-out text",
+                       description="Train the BPE tokenizer on the training documents and measure, on the held-out\n"
+                                   "ones, bytes per token, tokens per word, exact round trips (also non-ASCII, emoji\n"
+                                   "and code) and encoding speed for each vocab size. Prints a table, writes JSON.\n\n"
+                                   f"example:\n  {COMMAND} tokenizer-eval --config tiny --vocab-sizes 512,1024,4096")
+    p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
+    p.add_argument("--source", choices=list(SOURCES), help="override data.source")
+    p.add_argument("--data", metavar="GLOB/NAME", help="override data.data_path")
+    p.add_argument("--text-field", metavar="NAME", help="override data.text_field")
+    p.add_argument("--max-bytes", type=_positive_int, metavar="N", help="read at most N bytes of text")
+    p.add_argument("--vocab-sizes", default="512,1024,4096", metavar="N,N,...", help="default: 512,1024,4096")
+    p.add_argument("--out", default="runs/tokenizer-eval.json", metavar="PATH",
+                   help="JSON report (default: runs/tokenizer-eval.json)")
 
     sub.add_parser("plan", formatter_class=fmt, help="print the plan this repository was generated with",
                    description="Model size, tokens, time and cost for the chosen budget (from .copier-answers.yml).\n\n"
@@ -113,17 +150,23 @@ def _run(args: argparse.Namespace) -> int:
     from .config import data_dir, load_config
 
     if args.command == "prepare":
-        data = {k: v for k, v in (("source", args.source), ("data_path", args.data), ("max_bytes", args.max_bytes)) if v}
-        cfg = load_config(args.config, overrides={"data": data} if data else None)
-        from .data import prepare
+        flags = (("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
+                 ("max_bytes", args.max_bytes), ("pii", args.pii), ("licence", args.licence),
+                 ("require_licence", args.require_licence), ("strict", args.strict), ("workers", args.workers))
+        overrides = {"data": {k: v for k, v in flags if v}}
+        if args.vocab_size:
+            overrides["model"] = {"vocab_size": args.vocab_size}
+        cfg = load_config(args.config, overrides=overrides)
+        from .data import prepare_config
 
-        out = prepare(cfg.data.source, cfg.data.data_path, cfg.model["vocab_size"], data_dir(cfg),
-                      max_bytes=cfg.data.max_bytes)
+        # An explicit --vocab-size must be met exactly; the config's own vocabulary may shrink on a small corpus.
+        out = prepare_config(cfg.data, cfg.model["vocab_size"], data_dir(cfg), allow_smaller=not args.vocab_size)
         print(f"prepared data: {out}")
         return 0
 
     if args.command == "train":
-        cfg = load_config(args.config, overrides={"train": {"max_steps": args.max_steps}} if args.max_steps else None)
+        flags = {"max_steps": args.max_steps, "auto_micro_batch": args.auto_micro_batch}
+        cfg = load_config(args.config, overrides={"train": {k: v for k, v in flags.items() if v}})
         from .train import train
 
         train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed)
@@ -134,6 +177,36 @@ def _run(args: argparse.Namespace) -> int:
 
         path = find_checkpoint(args.run, args.checkpoint)
         print(generate_text(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed, args.device))
+        return 0
+
+    if args.command == "plot":
+        from .generate import find_run
+        from .tracking import plot_losses
+
+        run = find_run(args.run)
+        print(plot_losses(run / "metrics.jsonl", run / "loss.png", run.name))
+        return 0
+
+    if args.command == "tokenizer-eval":
+        flags = (("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
+                 ("max_bytes", args.max_bytes))
+        cfg = load_config(args.config, overrides={"data": {k: v for k, v in flags if v}})
+        try:
+            sizes = [int(v) for v in args.vocab_sizes.split(",")]
+        except ValueError:
+            raise ValueError(f"--vocab-sizes expects integers separated by commas, got '{args.vocab_sizes}'") from None
+        from .sources import SourceSpec
+        from .tokeval import run_eval
+
+        d = cfg.data
+        spec = SourceSpec(d.source, d.data_path, text_field=d.text_field, licence=d.licence, max_bytes=d.max_bytes)
+        run_eval(spec, sizes, Path(args.out), val_fraction=d.val_fraction)
+        return 0
+
+    if args.command == "bench" and args.action == "tokenizer":
+        from .tokeval import bench_tokenizer
+
+        print(json.dumps(bench_tokenizer(args.vocab_size or 4096, log=lambda s: print(s, file=sys.stderr))))
         return 0
 
     if args.command == "bench":
@@ -160,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:
-        from .train import TrainingDiverged  # torch is loaded by now
+        from .train import OutOfMemory, TrainingDiverged  # torch is loaded by now
 
-        if isinstance(e, TrainingDiverged):
+        if isinstance(e, (TrainingDiverged, OutOfMemory)):
             print(f"{COMMAND}: error: {e}", file=sys.stderr)
             return EXIT_FAILED
         raise

@@ -14,7 +14,7 @@ import torch
 from .distributed import pick_device
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer
-from .train import CHECKPOINT, load_checkpoint, load_weights
+from .checkpoint import CHECKPOINT, load_checkpoint, load_weights
 
 
 def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
@@ -31,6 +31,19 @@ def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
+
+
+def find_run(run: str | Path | None = None) -> Path:
+    """--run DIR, else the run directory in runs/ whose metrics.jsonl changed last."""
+    if run:
+        path = Path(run)
+        if not (path / "metrics.jsonl").is_file():
+            raise FileNotFoundError(f"{path} is not a run directory (no metrics.jsonl)")
+        return path
+    found = sorted(Path("runs").glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError("no run found in runs/: train first, or pass --run")
+    return found[-1].parent
 
 
 def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dict]:

@@ -1,0 +1,139 @@
+"""Checkpoints: weights in safetensors, the rest of the training state in a weights-only torch file.
+
+A checkpoint is a pair of files in one directory:
+  model.safetensors  the model's tensors (safe to share: loading it runs no code, other tools read it)
+  ckpt.pt            optimizer and scaler states, step, RNG states, configs, data manifest hash
+Both are written under temporary names and renamed into place, so a crash never leaves a truncated file,
+and both carry the same random save_id, so a crash between the two renames leaves a pair that
+load_checkpoint rejects instead of silently mixing weights and optimizer state from different steps.
+
+A run directory holds the latest pair (what --resume and `generate` read), best/ (the pair with the lowest
+validation loss so far) and checkpoints/step-NNNNNN/ (the last `keep_last` evaluations). Those copies are
+hard links where the file system allows: the latest files are always replaced by rename, never modified in
+place, so a link keeps pointing at the old, complete file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
+
+CHECKPOINT = "ckpt.pt"
+WEIGHTS = "model.safetensors"  # next to CHECKPOINT
+TOKENIZER = "tokenizer.json"  # train copies the data's tokenizer into the run directory
+BEST = "best"
+HISTORY = "checkpoints"
+REQUIRED_KEYS = ("step", "model_config", "optimizer", "rng", "save_id", "weights")
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Weights of `model` to model.safetensors beside `path`, `state` (plain values and tensors) to `path`."""
+    save_id = uuid.uuid4().hex
+    weights, tmp_weights = path.with_name(WEIGHTS), path.with_name(WEIGHTS + ".tmp")
+    meta = {"save_id": save_id, "step": str(state["step"]), "val_loss": repr(state.get("val_loss"))}
+    save_safetensors(model, str(tmp_weights), metadata=meta)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**state, "weights": WEIGHTS, "save_id": save_id}, tmp)
+    os.replace(tmp_weights, weights)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state dict of `path`, checked against its weights file; a bad pair raises a one-line ValueError.
+
+    weights_only=True: only tensors and plain Python values are unpickled, never arbitrary code.
+    """
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holds pickled objects
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    missing = [k for k in REQUIRED_KEYS if k not in state] if isinstance(state, dict) else list(REQUIRED_KEYS)
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of this trainer (missing {', '.join(missing)})")
+    weights = path.with_name(state["weights"])
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            save_id = (f.metadata() or {}).get("save_id")
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"cannot read weights {weights}: {str(e).splitlines()[0][:200]}") from None
+    if save_id != state["save_id"]:
+        raise ValueError(f"{weights} does not belong to {path} (they were saved at different times)")
+    return state
+
+
+def load_weights(model: torch.nn.Module, path: Path, state: dict[str, Any]) -> None:
+    """Load the safetensors weights of checkpoint `path` (state from load_checkpoint) into `model`, strictly."""
+    try:
+        load_safetensors(model, str(path.with_name(state["weights"])), strict=True)
+    except (RuntimeError, SafetensorError) as e:
+        raise ValueError(f"weights of {path} do not fit the model: {str(e).splitlines()[0][:200]}") from None
+
+
+def get_rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random state training reads: the batch sampler's generator, torch's (dropout), CUDA's, Python's."""
+    return {"data": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(rng: dict[str, Any], gen: torch.Generator, device: torch.device) -> None:
+    gen.set_state(rng["data"])
+    torch.set_rng_state(rng["torch"])
+    if rng.get("python") is not None:
+        version, internal, gauss = rng["python"]  # a weights-only load returns the inner tuple as a list
+        random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # no hard links here (some network and Windows file systems)
+        shutil.copy2(src, dst)
+
+
+def _snapshot(latest: Path, target: Path) -> None:
+    """Make directory `target` hold a copy of the latest pair; built aside, then swapped in by rename."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in (CHECKPOINT, WEIGHTS, TOKENIZER):  # with its tokenizer, a copy is usable on its own
+        if latest.with_name(name).is_file():
+            _link_or_copy(latest.with_name(name), tmp / name)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def keep_snapshots(latest: Path, step: int, val_loss: float | None, keep_last: int) -> list[Path]:
+    """After saving the latest pair at an evaluation: copy it to checkpoints/step-NNNNNN/ (keeping the
+    newest `keep_last`; 0 keeps none) and, when val_loss is the lowest so far, to best/. Returns the new copies."""
+    run_dir, made = latest.parent, []
+    if keep_last > 0:
+        history = run_dir / HISTORY
+        target = history / f"step-{step:06d}"
+        _snapshot(latest, target)
+        made.append(target)
+        for old in sorted(p for p in history.iterdir() if p.name.startswith("step-"))[:-keep_last]:
+            shutil.rmtree(old)
+    if val_loss is not None:
+        best = run_dir / BEST / WEIGHTS
+        previous = None
+        if best.is_file():  # the header alone: no need to read the tensors or the optimizer state
+            with safe_open(str(best), framework="pt") as f:
+                previous = (f.metadata() or {}).get("val_loss")
+        if previous in (None, "None") or val_loss < float(previous):
+            _snapshot(latest, run_dir / BEST)
+            made.append(run_dir / BEST)
+    return made

@@ -1,0 +1,107 @@
+"""Where training numbers go: metrics.jsonl always, TensorBoard and Weights & Biases when they are installed.
+
+metrics.jsonl has one JSON object per line: per step {"step", "loss", "lr", "grad_norm", "tokens_per_s",
+"mfu", "time_s"} and per evaluation {"step", "val_loss", "val_bpb"}. It is the source of truth: loss.png
+is drawn from it (at the end of training, or any time with `plot`), and a resumed run appends to it.
+
+TensorBoard: used when the `tensorboard` package is installed; events go to <run>/tensorboard/
+(`tensorboard --logdir runs`). W&B: used when `wandb` is installed and WANDB_PROJECT is set (wandb's own
+variable; nothing is sent to a server unless you opted in that way). Neither is a dependency.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append rows to <run>/metrics.jsonl and mirror their numbers to the optional trackers."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], append: bool, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.file = open(self.path, "a" if append else "w") if enabled else None
+        self.trackers: list[Any] = []
+        if not enabled:
+            return
+        if importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.trackers.append(_TensorBoard(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+        if importlib.util.find_spec("wandb") is not None and os.environ.get("WANDB_PROJECT"):
+            import wandb
+
+            self.trackers.append(_WandB(wandb.init(config=config, name=run_dir.name, resume="allow")))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()  # a crash loses no finished step
+        numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+        for tracker in self.trackers:
+            tracker.log(row["step"], numbers)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
+
+
+class _TensorBoard:
+    def __init__(self, writer: Any):
+        self.writer = writer
+
+    def log(self, step: int, numbers: dict[str, float]) -> None:
+        for key, value in numbers.items():
+            self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandB:
+    def __init__(self, run: Any):
+        self.run = run
+
+    def log(self, step: int, numbers: dict[str, float]) -> None:
+        self.run.log(numbers, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
+    """Training loss per step and validation loss per evaluation, from metrics.jsonl, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed (servers, CI)
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    if not train and not val:
+        raise ValueError(f"{metrics_path} holds no losses to plot")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), lw=0.8, alpha=0.7, label="train")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation")
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
