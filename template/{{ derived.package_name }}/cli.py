@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=list(SOURCES), help="override data.source")
     p.add_argument("--data", metavar="GLOB/NAME", help="override data.data_path (a glob, or a dataset name for hf)")
     p.add_argument("--text-field", metavar="NAME", help="override data.text_field (jsonl, parquet, hf)")
+    p.add_argument("--hf-name", metavar="CONFIG", help="hf: the dataset's configuration, e.g. wikitext-103-raw-v1")
+    p.add_argument("--hf-split", metavar="SPLIT", help="hf: the split to stream (default: train)")
+    p.add_argument("--hf-revision", metavar="REV", help="hf: branch, tag or commit on the Hub")
     p.add_argument("--max-bytes", type=_positive_int, metavar="N", help="read at most N bytes of text")
     p.add_argument("--pii", choices=list(PII_MODES), help="override data.pii (default: report)")
     p.add_argument("--licence", metavar="SPDX", help="override data.licence, e.g. CC-BY-4.0")
@@ -151,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "prepare":
         flags = (("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
+                 ("hf_name", args.hf_name), ("hf_split", args.hf_split), ("hf_revision", args.hf_revision),
                  ("max_bytes", args.max_bytes), ("pii", args.pii), ("licence", args.licence),
                  ("require_licence", args.require_licence), ("strict", args.strict), ("workers", args.workers))
         overrides = {"data": {k: v for k, v in flags if v}}
@@ -195,12 +199,10 @@ def _run(args: argparse.Namespace) -> int:
             sizes = [int(v) for v in args.vocab_sizes.split(",")]
         except ValueError:
             raise ValueError(f"--vocab-sizes expects integers separated by commas, got '{args.vocab_sizes}'") from None
-        from .sources import SourceSpec
+        from .data import source_spec
         from .tokeval import run_eval
 
-        d = cfg.data
-        spec = SourceSpec(d.source, d.data_path, text_field=d.text_field, licence=d.licence, max_bytes=d.max_bytes)
-        run_eval(spec, sizes, Path(args.out), val_fraction=d.val_fraction)
+        run_eval(source_spec(cfg.data), sizes, Path(args.out), val_fraction=cfg.data.val_fraction)
         return 0
 
     if args.command == "bench" and args.action == "tokenizer":
