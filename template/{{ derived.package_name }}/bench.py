@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from .config import Config
+from .config import ARCHITECTURE, Config
 from .distributed import pick_device
-from . import model as model_module
 from .model import GPT, GPTConfig
 from .precision import autocast, peak_memory_mb, peak_tflops, resolve_precision
 from .train import forward_loss, make_optimizer
@@ -43,7 +42,7 @@ def override_shape(cfg: Config, *, n_layer: int | None = None, n_head: int | Non
     if n_head is not None:
         m["n_kv_head"] = max(1, m["n_head"] // group)
     if n_embd is not None:
-        swiglu = m.get("activation", "swiglu" if hasattr(model_module, "rope_tables") else "gelu") == "swiglu"
+        swiglu = ARCHITECTURE == "llama" and m.get("activation", "swiglu") == "swiglu"
         m["ffn_hidden"] = math.ceil(8 * m["n_embd"] / 3 / 64) * 64 if swiglu else 4 * m["n_embd"]
     GPTConfig(**m)  # impossible sizes (n_embd not divisible by n_head, ...) fail here, before any work
     train = dataclasses.replace(cfg.train, **{k: v for k, v in (("micro_batch_size", batch_size),

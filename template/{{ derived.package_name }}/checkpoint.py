@@ -26,6 +26,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
 
+from .atomic import replace_dir
+
 CHECKPOINT = "ckpt.pt"
 WEIGHTS = "model.safetensors"  # next to CHECKPOINT
 TOKENIZER = "tokenizer.json"  # train copies the data's tokenizer into the run directory
@@ -108,12 +110,7 @@ def _snapshot(latest: Path, target: Path) -> None:
     for name in (CHECKPOINT, WEIGHTS, TOKENIZER):  # with its tokenizer, a copy is usable on its own
         if latest.with_name(name).is_file():
             _link_or_copy(latest.with_name(name), tmp / name)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, target)
 
 
 def keep_snapshots(latest: Path, step: int, val_loss: float | None, keep_last: int) -> list[Path]:

@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(*pairs: tuple[str, object]) -> dict:
+    """The (config key, flag value) pairs whose flag was given: the overrides of a config section."""
+    return {key: value for key, value in pairs if value}
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         print(format_plan())
@@ -153,11 +158,11 @@ def _run(args: argparse.Namespace) -> int:
     from .config import data_dir, load_config
 
     if args.command == "prepare":
-        flags = (("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
-                 ("hf_name", args.hf_name), ("hf_split", args.hf_split), ("hf_revision", args.hf_revision),
-                 ("max_bytes", args.max_bytes), ("pii", args.pii), ("licence", args.licence),
-                 ("require_licence", args.require_licence), ("strict", args.strict), ("workers", args.workers))
-        overrides = {"data": {k: v for k, v in flags if v}}
+        overrides = {"data": _given(
+            ("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
+            ("hf_name", args.hf_name), ("hf_split", args.hf_split), ("hf_revision", args.hf_revision),
+            ("max_bytes", args.max_bytes), ("pii", args.pii), ("licence", args.licence),
+            ("require_licence", args.require_licence), ("strict", args.strict), ("workers", args.workers))}
         if args.vocab_size:
             overrides["model"] = {"vocab_size": args.vocab_size}
         cfg = load_config(args.config, overrides=overrides)
@@ -169,8 +174,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "train":
-        flags = {"max_steps": args.max_steps, "auto_micro_batch": args.auto_micro_batch}
-        cfg = load_config(args.config, overrides={"train": {k: v for k, v in flags.items() if v}})
+        train = _given(("max_steps", args.max_steps), ("auto_micro_batch", args.auto_micro_batch))
+        cfg = load_config(args.config, overrides={"train": train})
         from .train import train
 
         train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed)
@@ -192,9 +197,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "tokenizer-eval":
-        flags = (("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
-                 ("max_bytes", args.max_bytes))
-        cfg = load_config(args.config, overrides={"data": {k: v for k, v in flags if v}})
+        data = _given(("source", args.source), ("data_path", args.data), ("text_field", args.text_field),
+                      ("max_bytes", args.max_bytes))
+        cfg = load_config(args.config, overrides={"data": data})
         try:
             sizes = [int(v) for v in args.vocab_sizes.split(",")]
         except ValueError:
