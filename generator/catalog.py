@@ -60,16 +60,35 @@ def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
+# What a track can get, by name (tracks/tracks.yml explains each). Template files test these names, never a
+# track's id; every track lists every feature, so a template never meets a missing one.
+FEATURES: dict[str, Check] = {
+    "explain": _one_of("long", "short"),
+    "notebook": _bool,
+    "cpu_kernels": _bool,
+    "gqa": _bool,
+    "qk_norm": _bool,
+    "ablations": _bool,
+    "wsd_schedule": _bool,
+    "fsdp": _bool,
+}
+
+
+def _features(v: Any) -> bool:
+    return isinstance(v, dict) and set(v) == set(FEATURES) and all(FEATURES[k](x) for k, x in v.items())
+
+
 _str.__doc__ = "a non-empty string"
 _str_list.__doc__ = "a non-empty list of strings"
 _bool.__doc__ = "true or false"
+_features.__doc__ = "a mapping of every feature (" + ", ".join(FEATURES) + ") to its value"
 
 # Per section: (required fields, optional fields). Every entry of the section must satisfy them.
 _TITLED = {"title": _str, "summary": _str}
 SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     "tracks": (
-        {**_TITLED, "architecture": _one_of("gpt2", "llama"), "gives": _str_list},
-        {"kv_head_ratio": _int(1), "qk_norm": _bool},
+        {**_TITLED, "architecture": _one_of("gpt2", "llama"), "features": _features, "gives": _str_list},
+        {"kv_head_ratio": _int(2)},
     ),
     "budgets": (
         {
@@ -142,6 +161,9 @@ def _cross_check(catalog: dict[str, Any]) -> None:
             raise _fail("budgets.yml", f"budgets.{budget}", "a multi_node budget needs default_nodes and max_nodes")
     if "tiny" not in catalog["presets"] or "max_steps" not in catalog["presets"]["tiny"]:
         raise _fail("presets.yml", "presets.tiny", "the tiny preset with max_steps is required")
+    for track, t in catalog["tracks"].items():
+        if t["features"]["gqa"] != ("kv_head_ratio" in t):
+            raise _fail("tracks.yml", f"tracks.{track}", "kv_head_ratio is given exactly when features.gqa is true")
     ratios = [t.get("kv_head_ratio", 1) for t in catalog["tracks"].values()]
     for name, p in catalog["presets"].items():
         if p["n_embd"] % p["n_head"]:
