@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,8 +63,9 @@ def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, 
         assert name in files, f"{name} missing"
     assert ("scripts/torchrun.sh" in files) == derived["multi_gpu"]
     assert ("scripts/slurm.sbatch" in files) == derived["multi_gpu"]
-    assert ("notebooks/walkthrough.ipynb" in files) == (track == "beginner")
-    assert any(n.startswith("configs/ablations/") for n in files) == (track == "researcher")
+    assert ("notebooks/walkthrough.ipynb" in files) == derived["features"]["notebook"]
+    assert ("tests/test_notebook.py" in files) == derived["features"]["notebook"]
+    assert any(n.startswith("configs/ablations/") for n in files) == derived["features"]["ablations"]
 
     for name, text in files.items():
         if name.endswith(".py"):
@@ -73,6 +75,48 @@ def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, 
         assert default["model"][key] == derived["model"][key], key
     assert default["train"]["max_steps"] == derived["plan"]["max_steps"]
     assert yaml.safe_load(files[".copier-answers.yml"])["track"] == track
+
+
+# Words that belong to a feature: a track without the feature must not mention them in any rendered file.
+FEATURE_VOCABULARY = {
+    "fsdp": r"fsdp|fully[ _-]?shard",
+    "wsd_schedule": r"\bwsd\b|warmup[ -]stable",
+    "gqa": r"\bgqa\b|grouped[ -]query",
+    "qk_norm": r"qk[ _-]norm",
+    "ablations": r"ablation",
+}
+# The `activation` switch is an ablation; "activation checkpointing" and "activations" are not.
+ACTIVATION_SWITCH = r"""["']activation["']|\bactivation\s*[:=]|\.activation\b"""
+# The Llama model.py carries GQA, QK-norm and the ablation switches as runtime fields of its config by design (one
+# plain source per architecture; the researcher's configs turn them on), so only FSDP and WSD words are leaks there.
+MODEL_FEATURES = ("gqa", "qk_norm", "ablations")
+
+
+@pytest.mark.parametrize(("track", "budget"), list(itertools.product(TRACKS, BUDGETS)))
+def test_no_vocabulary_of_features_a_track_lacks(matrix, spec: TemplateSpec, track: str, budget: str) -> None:
+    features = spec.derive(answers_for(track, budget))["features"]
+    patterns = {name: words for name, words in FEATURE_VOCABULARY.items() if not features[name]}
+    if not features["ablations"]:
+        patterns["activation switch"] = ACTIVATION_SWITCH
+    leaks = []
+    for name, text in rendered_files(matrix[track, budget]).items():
+        for feature, words in patterns.items():
+            if name.endswith("/model.py") and feature in MODEL_FEATURES + ("activation switch",):
+                continue
+            leaks += [f"{name}: {m.group(0)!r} ({feature})" for m in re.finditer(words, text, re.IGNORECASE)]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_leak_patterns_find_what_they_should() -> None:
+    """The vocabulary check can fail: each pattern matches its feature's words and not the everyday ones."""
+    said = {"fsdp": "use FSDP2 (fully_shard)", "wsd_schedule": "schedule: wsd, warmup-stable-decay",
+            "gqa": "grouped-query attention (GQA)", "qk_norm": "QK-norm", "ablations": "configs/ablations/"}
+    for feature, words in FEATURE_VOCABULARY.items():
+        assert re.search(words, said[feature], re.IGNORECASE), feature
+        assert not re.search(words, "activation checkpointing, sharded data, a stable run, queries", re.IGNORECASE)
+    for switch in ('m.get("activation", "swiglu")', "activation: gelu", "config.activation"):
+        assert re.search(ACTIVATION_SWITCH, switch), switch
+    assert not re.search(ACTIVATION_SWITCH, "activation checkpointing recomputes activations")
 
 
 def test_tracks_differ_in_substance(matrix) -> None:

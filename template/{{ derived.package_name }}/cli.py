@@ -185,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
         from .generate import find_checkpoint, generate_text
 
         path = find_checkpoint(args.run, args.checkpoint)
-        print(generate_text(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed, args.device))
+        print(generate_text(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed,
+                            args.device))
         return 0
 
     if args.command == "plot":
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:
-        from .train import OutOfMemory, TrainingDiverged  # torch is loaded by now
+        from .faults import OutOfMemory, TrainingDiverged  # torch is loaded by now
 
         if isinstance(e, (TrainingDiverged, OutOfMemory)):
             print(f"{COMMAND}: error: {e}", file=sys.stderr)

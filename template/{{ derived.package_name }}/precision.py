@@ -1,14 +1,16 @@
 """Which number format to train in, and how fast the hardware could go in it.
 
 Mixed precision (Micikevicius et al., 2018): matmuls run in bf16 or fp16 while weights, gradients and the
-optimizer state stay fp32. bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (a
-GradScaler, CUDA only). Peak FLOP/s figures turn measured tokens/s into model FLOPs utilisation (MFU).
+optimizer state stay fp32. bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (LossScaler,
+CUDA only). Peak FLOP/s figures turn measured tokens/s into model FLOPs utilisation (MFU).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 
@@ -51,6 +53,46 @@ def autocast(precision: str, device: torch.device):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class LossScaler:
+    """fp16 loss scaling behind one interface; it does nothing for bf16 and fp32.
+
+    fp16 gradients below ~6e-8 round to zero, so the loss is multiplied by a large factor before backward and the
+    gradients divided by it before clipping (Micikevicius et al., 2018). torch's GradScaler also lowers the factor
+    and skips the step when the scaled gradients overflow, and raises it again after a run of good steps.
+    """
+
+    def __init__(self, precision: str) -> None:
+        self.grad_scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss
+
+    def unscale_(self, opt: torch.optim.Optimizer) -> None:
+        """Divide the gradients by the factor in place, so clipping sees the true ones."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(opt)
+
+    def step(self, opt: torch.optim.Optimizer, loss: float, grad_norm: float) -> bool:
+        """Update the weights unless the step is bad; returns whether it was good (a finite loss, and a finite
+        gradient norm where no scaler handles overflowing gradients by itself). A NaN *loss* is a real problem."""
+        good = math.isfinite(loss) and (self.grad_scaler is not None or math.isfinite(grad_norm))
+        if self.grad_scaler is None:
+            if good:
+                opt.step()
+            return good
+        if good:
+            self.grad_scaler.step(opt)  # skipped inside if the gradients overflowed
+        self.grad_scaler.update()
+        return good
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.grad_scaler.state_dict() if self.grad_scaler is not None else None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if self.grad_scaler is not None and state:
+            self.grad_scaler.load_state_dict(state)
 
 
 # Dense peak TFLOP/s (bf16/fp16 tensor cores, fp32 without TF32) from vendor data sheets, matched against

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,24 @@ class MetricsLog:
         for tracker in self.trackers:
             tracker.close()
         self.trackers = []
+
+
+class Throughput:
+    """Tokens/s and model FLOPs utilisation per training step (MFU: achieved FLOP/s over the hardware's peak;
+    Chowdhery et al., 2022, PaLM, appendix B), and the totals for the run's summary."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: int, peak_flops: float):
+        self.tokens_per_step, self.flops_per_token, self.peak_flops = tokens_per_step, flops_per_token, peak_flops
+        self.started, self.train_time, self.tokens = time.perf_counter(), 0.0, 0
+
+    def step(self, seconds: float) -> dict[str, float]:
+        """The metrics.jsonl numbers of a step that took `seconds`."""
+        self.train_time += seconds
+        self.tokens += self.tokens_per_step
+        tokens_per_s = self.tokens_per_step / seconds
+        mfu = tokens_per_s * self.flops_per_token / self.peak_flops
+        return {"tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4),
+                "time_s": round(time.perf_counter() - self.started, 3)}
 
 
 class _TensorBoard:
