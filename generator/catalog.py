@@ -14,8 +14,8 @@ from typing import Any, Callable
 import yaml
 
 from generator.errors import UserError
+from generator.roadmap_schema import cli_commands, step_schema
 from generator.roadmap_schema import cross_check as _check_steps
-from generator.roadmap_schema import step_schema
 
 _INCLUDE = re.compile(r"include\s+'([^']+)'")
 _JINJA = re.compile(r"\{\{|\{%|\{#")
@@ -152,7 +152,7 @@ def _validate_section(file: str, section: str, entries: Any) -> None:
                 raise _fail(file, f"{where}.{field}", f"expected {check.__doc__}, got {entry[field]!r}")
 
 
-def _cross_check(catalog: dict[str, Any]) -> None:
+def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
     """Rules that span sections: every budget has a preset, shapes divide, multi-node budgets are complete."""
     for budget, b in catalog["budgets"].items():
         if budget not in catalog["presets"]:
@@ -171,7 +171,7 @@ def _cross_check(catalog: dict[str, Any]) -> None:
         for ratio in ratios:
             if p["n_head"] % ratio:
                 raise _fail("presets.yml", f"presets.{name}", f"n_head {p['n_head']} is not divisible by kv_head_ratio {ratio}")
-    _check_steps(catalog)
+    _check_steps(catalog, cli)
 
 
 def catalog_files(include_expression: str) -> list[str]:
@@ -210,5 +210,5 @@ def load_catalog(root: Path, include_expression: str) -> dict[str, Any]:
     missing = [s for s in SCHEMA if s not in catalog]
     if missing:
         raise _fail("tracks/", missing[0], "section is missing")
-    _cross_check(catalog)
+    _cross_check(catalog, cli_commands(root))
     return catalog

@@ -90,7 +90,7 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
     road = sub.add_parser(
         "roadmap",
         help="write the roadmap for a track and budget: a PDF with links and attachments, or Markdown",
-        description="Write the 16-step roadmap with this track's explanations and this budget's estimates: a PDF "
+        description="Write the roadmap with this track's explanations and this budget's estimates: a PDF "
         "(dependency graph linked to one page per step, outline, code snippets attached as .py and .ipynb) or, "
         "for an -o ending in .md, the ROADMAP.md a generated project holds.",
         epilog=f"example: {PROG} roadmap --track beginner --budget cpu -o roadmap.pdf",
@@ -204,12 +204,27 @@ def cmd_estimate(args: argparse.Namespace, spec: TemplateSpec) -> int:
 
 
 def cmd_roadmap(args: argparse.Namespace, spec: TemplateSpec) -> int:
-    from generator.roadmap import write_roadmap  # fpdf2 loads only for this command
+    from generator import roadmap  # fpdf2 and nbformat load only for this command
 
+    out, png = Path(args.output), Path(args.png) if args.png else None
+    kind = out.suffix.lower()
+    if kind not in (".pdf", ".md"):
+        raise UserError(f"-o {out}: the roadmap is written as .pdf or .md")
+    if png is not None and kind != ".pdf":
+        raise UserError("--png needs a PDF output (-o FILE.pdf)")
     answers = _answers(spec, args, ("project_name", "track", "budget", "nodes", "hours", "data_source"),
                        project_name=args.project_name or "my-llm")
-    out = write_roadmap(spec, answers, Path(args.output), png=Path(args.png) if args.png else None)
-    print(f"Wrote {out}" + (f" and {args.png}" if args.png else ""))
+    if kind == ".md":
+        out.write_text(roadmap.markdown(spec, answers), encoding="utf-8")
+    else:
+        from generator.roadmap_pdf import check_pdftoppm, render_pdf, render_png
+
+        if png is not None:
+            check_pdftoppm()  # before the minute the PDF takes
+        out.write_bytes(render_pdf(roadmap.build(spec, answers)))
+        if png is not None:
+            render_png(out, png)
+    print(f"Wrote {out}" + (f" and {png}" if png else ""))
     return 0
 
 

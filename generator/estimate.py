@@ -1,9 +1,8 @@
 """Estimates: training FLOPs, time, cost, memory, compute-optimal size and each roadmap step's time and cost.
 
-The formulas live in tracks/estimate.yml.jinja, next to tracks/derive.yml.jinja whose shapes, parameter count,
-FLOPs per token and plan they build on, because the template's ROADMAP.md includes the same file: a number in
-the PDF, in `llm-blueprint estimate` and in a generated repository is computed once. This module renders it,
-formats the tables and measures this machine to check the estimates (`llm-blueprint estimate --measure`).
+The formulas live in generator/formulas.py, which the template's ROADMAP.md calls too: a number in the PDF, in
+`llm-blueprint estimate` and in a generated repository is computed once. This module formats the tables and
+measures this machine to check the estimates (`llm-blueprint estimate --measure`).
 """
 
 from __future__ import annotations
@@ -20,13 +19,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from generator import formulas
 from generator.errors import UserError
-from generator.plan import format_plan, human
+from generator.formulas import gigabytes, human
+from generator.plan import format_rows, plan_rows
 from generator.spec import TemplateSpec
 
-ESTIMATE_FILE = "tracks/estimate.yml.jinja"
 # Measured times for `estimate --measure`; tests/test_estimate.py compares them with the estimates.
 CALIBRATION_FILE = Path("docs/calibration/cpu.json")
 TOLERANCE = 0.30  # the issue's calibration target: measured within +-30% of the estimate
@@ -35,13 +34,7 @@ TOLERANCE = 0.30  # the issue's calibration target: measured within +-30% of the
 def estimate(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any] | None = None) -> dict[str, Any]:
     """The estimate for complete answers (as collected by the wizard); `derived` defaults to spec.derive(answers)."""
     derived = derived if derived is not None else spec.derive(answers)
-    text = (spec.root / ESTIMATE_FILE).read_text(encoding="utf-8")
-    return yaml.safe_load(spec.render(text, {**answers, "derived": derived}))
-
-
-def gigabytes(n: float) -> str:
-    """Bytes as binary gigabytes (what GPU and RAM sizes are quoted in)."""
-    return f"{n / 2**30:.3g} GB" if n >= 2**30 else f"{n / 2**20:.3g} MB"
+    return formulas.estimate(spec.catalog, answers["track"], answers["budget"], answers["data_source"], derived)
 
 
 def format_estimate(answers: dict[str, Any], derived: dict[str, Any], est: dict[str, Any],
@@ -63,9 +56,7 @@ def format_estimate(answers: dict[str, Any], derived: dict[str, Any], est: dict[
                             f"this model is {chin['model_ratio']:.2g}x that"),
         ("sources", budget["source"]),
     ]
-    width = max(len(label) for label, _ in rows)
-    lines = [format_plan(answers, derived, catalog), ""]
-    lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
+    lines = [format_rows(plan_rows(answers, derived, catalog)), "", format_rows(rows)]
     lines += ["", "  Roadmap steps (time and cost on this budget; * = optional):"]
     for sid, step in est["steps"].items():
         title = catalog["steps"][sid]["title"] + (" *" if step["optional"] else "")

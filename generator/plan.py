@@ -1,20 +1,14 @@
 """The plan shown before anything is written: model size, training tokens, time and cost on the budget.
 
-All figures come from tracks/derive.yml.jinja (through TemplateSpec.derive), the same values the generated
-repository's configs and README are rendered from; this module only formats them.
+All figures come from generator/formulas.py's `derive` (through TemplateSpec.derive), the same values the
+generated repository's configs and README are rendered from; this module only lays them out.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-
-def human(n: float) -> str:
-    """1234567 -> '1.23 M' (three significant digits, SI-style suffix)."""
-    for factor, suffix in ((1e12, " T"), (1e9, " B"), (1e6, " M"), (1e3, " k")):
-        if abs(n) >= factor:
-            return f"{n / factor:.3g}{suffix}"
-    return f"{n:.3g}"
+from generator.formulas import human
 
 
 def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[str, Any]) -> list[tuple[str, str]]:
@@ -43,9 +37,12 @@ def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[st
     ]
 
 
-def format_plan(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[str, Any]) -> str:
-    rows = plan_rows(answers, derived, catalog)
+def format_rows(rows: list[tuple[str, str]]) -> str:
+    """Two indented columns, the labels padded to the longest."""
     width = max(len(label) for label, _ in rows)
-    lines = [f"Plan for {answers['project_name']}:"]
-    lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
-    return "\n".join(lines)
+    return "\n".join(f"  {label.ljust(width)}  {value}" for label, value in rows)
+
+
+def format_plan(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[str, Any]) -> str:
+    """The plan `new` shows before it writes anything."""
+    return f"Plan for {answers['project_name']}:\n" + format_rows(plan_rows(answers, derived, catalog))

@@ -37,7 +37,7 @@ def render(source: TemplateSource, dest: Path, answers: dict[str, Any]) -> None:
             defaults=True,
             overwrite=True,
             quiet=True,
-            unsafe=False,
+            unsafe=True,  # the template loads generator/formulas.py as a Jinja extension
         )
 
 

@@ -1,7 +1,7 @@
 """The roadmap for one set of answers: steps, estimates, code snippets cut from the real template, attachments.
 
-`build` gathers everything the renderers need; `write_roadmap` writes it as a PDF (generator/roadmap_pdf.py) or
-as the Markdown a generated project holds (template/ROADMAP.md.jinja, rendered the way Copier renders it).
+`build` gathers everything the PDF (generator/roadmap_pdf.py) needs; `markdown` renders the ROADMAP.md a generated
+project holds (template/ROADMAP.md.jinja, rendered the way Copier renders it).
 Snippets come from the template files rendered for the same answers, so the code in the PDF is the code the
 user's repository contains; a snippet that no longer resolves is an error, not a silent gap.
 """
@@ -9,21 +9,16 @@ user's repository contains; a snippet that no longer resolves is an error, not a
 from __future__ import annotations
 
 import ast
-import shutil
-import subprocess
 import textwrap
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import nbformat
 
 from generator.errors import UserError
 from generator.estimate import estimate
-from generator.roadmap_schema import SNIPPET_ROOT
+from generator.roadmap_schema import PACKAGE_DIR, SNIPPET_ROOT
 from generator.spec import TemplateSpec
-
-PACKAGE_DIR = "{{ derived.package_name }}"  # the package folder's name in template/
 
 
 @dataclass
@@ -176,30 +171,3 @@ def markdown(spec: TemplateSpec, answers: dict[str, Any]) -> str:
     """The ROADMAP.md a project generated with these answers holds."""
     text = (spec.root / "template" / "ROADMAP.md.jinja").read_text(encoding="utf-8")
     return spec.render(text, {**answers, "derived": spec.derive(answers)})
-
-
-def render_png(pdf: Path, png: Path, dpi: int = 110) -> None:
-    """Page 1 of `pdf` as a PNG, with poppler's pdftoppm."""
-    if shutil.which("pdftoppm") is None:
-        raise UserError("--png needs pdftoppm (Debian/Ubuntu: apt-get install poppler-utils)")
-    stem = png.with_suffix("")
-    subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile", str(pdf), str(stem)],
-                   check=True, capture_output=True)
-    if stem.with_suffix(".png") != png:
-        stem.with_suffix(".png").replace(png)
-
-
-def write_roadmap(spec: TemplateSpec, answers: dict[str, Any], out: Path, png: Path | None = None) -> Path:
-    if out.suffix.lower() == ".md":
-        if png is not None:
-            raise UserError("--png needs a PDF output (-o FILE.pdf)")
-        out.write_text(markdown(spec, answers), encoding="utf-8")
-        return out
-    if out.suffix.lower() != ".pdf":
-        raise UserError(f"-o {out}: the roadmap is written as .pdf or .md")
-    from generator.roadmap_pdf import render_pdf  # fpdf2 is only needed here
-
-    out.write_bytes(render_pdf(build(spec, answers)))
-    if png is not None:
-        render_png(out, png)
-    return out

@@ -8,6 +8,8 @@ cell ids, no clock or random state anywhere.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from fpdf import FPDF
 from pygments.lexers import PythonLexer
 from pygments.token import Comment, Keyword, Name, Number, Operator, String
 
+from generator.errors import UserError
 from generator.roadmap import Roadmap, Step, attachment_ipynb, attachment_py
 from generator.roadmap_layout import layout
 
@@ -90,6 +93,21 @@ def render_pdf(roadmap: Roadmap) -> bytes:
                        modification_date=FIXED_DATE, creation_date=FIXED_DATE, mime_type="application/x-ipynb+json",
                        desc=f"Step {step.number}: {step.data['title']} (notebook)")
     return bytes(pdf.output())
+
+
+def check_pdftoppm() -> None:
+    """Fail before any work when page 1 cannot be rendered to a PNG."""
+    if shutil.which("pdftoppm") is None:
+        raise UserError("--png needs pdftoppm (Debian/Ubuntu: apt-get install poppler-utils); nothing was written")
+
+
+def render_png(pdf: Path, png: Path, dpi: int = 110) -> None:
+    """Page 1 of `pdf` as a PNG, with poppler's pdftoppm."""
+    stem = png.with_suffix("")
+    subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile", str(pdf), str(stem)],
+                   check=True, capture_output=True)
+    if stem.with_suffix(".png") != png:
+        stem.with_suffix(".png").replace(png)
 
 
 # -- page 1 -----------------------------------------------------------------------------------------------------

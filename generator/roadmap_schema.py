@@ -2,23 +2,33 @@
 
 Field checks are callables with a docstring (the catalog's error messages quote it); `cross_check` enforces the
 rules that span steps and sections: edges point to earlier steps (so the file order is a topological order),
-track and budget ids exist, every track has an explanation, a step with commands has a micro-experiment.
+track and budget ids exist, every track has an explanation, a step with commands has a micro-experiment, and
+every command is a subcommand of the generated CLI (read from the template's cli.py) or pytest.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Callable
 
 from generator.errors import UserError
 
 Check = Callable[[Any], bool]
 
-# The generated repository's CLI (see its cli.py) plus pytest: the only commands a step may list.
-CLI_COMMANDS = ("prepare", "train", "generate", "bench", "plan")
-RUNNERS = CLI_COMMANDS + ("pytest",)
 TOOL_KINDS = ("official", "open source", "paper")
 SNIPPET_ROOT = "PACKAGE/"
+PACKAGE_DIR = "{{ derived.package_name }}"  # the package folder's name in template/
+_SUBCOMMAND = re.compile(r"""\.add_parser\(\s*["']([\w-]+)["']""")
+
+
+def cli_commands(root: Path) -> tuple[str, ...]:
+    """The generated CLI's subcommands, in order: each `add_parser("name", ...)` of the template's cli.py."""
+    for name in ("cli.py", "cli.py.jinja"):
+        path = root / "template" / PACKAGE_DIR / name
+        if path.is_file():
+            return tuple(_SUBCOMMAND.findall(path.read_text(encoding="utf-8")))
+    raise UserError(f"{root}: the template has no {PACKAGE_DIR}/cli.py to read the generated commands from")
 
 
 def _doc(text: str) -> Callable[[Check], Check]:
@@ -38,9 +48,9 @@ def str_list(v: Any) -> bool:
     return isinstance(v, list) and all(_text(x) for x in v)
 
 
-@_doc("a non-empty list of commands, each starting with " + ", ".join(RUNNERS))
+@_doc("a non-empty list of commands")
 def commands(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(_text(c) and c.split()[0] in RUNNERS for c in v)
+    return isinstance(v, list) and bool(v) and all(_text(c) for c in v)
 
 
 @_doc("a mapping of track id to a non-empty text")
@@ -92,7 +102,7 @@ def experiment(v: Any) -> bool:
     except (re.error, TypeError):
         return False
     tol = v["tolerance"]
-    return (groups == 1 and _text(v["command"]) and v["command"].split()[0] in RUNNERS and _text(v["observe"])
+    return (groups == 1 and _text(v["command"]) and _text(v["observe"])
             and isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0
             and isinstance(v.get("relative", False), bool))
 
@@ -107,12 +117,12 @@ def estimate(v: Any) -> bool:
 def step_schema(text: Check, ids: Check) -> tuple[dict[str, Check], dict[str, Check]]:
     """(required, optional) fields of a step, for catalog.SCHEMA; `text`/`ids` are the catalog's own checks."""
     required = {
-        "title": text, "summary": text, "depends_on": str_list, "tracks": ids, "budgets": ids,
-        "prerequisites": str_list, "explanation": explanation, "tools": tools, "security": security,
-        "snippet": snippet,
+        "title": text, "summary": text, "depends_on": str_list, "prerequisites": str_list,
+        "explanation": explanation, "tools": tools, "security": security, "snippet": snippet,
     }
-    optional = {
-        "optional_tracks": ids, "optional_budgets": ids, "commands": commands, "experiment": experiment,
+    optional = {  # a step without tracks or budgets applies to all of them
+        "tracks": ids, "budgets": ids, "optional_tracks": ids, "optional_budgets": ids, "commands": commands,
+        "experiment": experiment,
         "estimate": estimate,
     }
     return required, optional
@@ -122,9 +132,10 @@ def _fail(where: str, message: str) -> UserError:
     return UserError(f"tracks data roadmap.yml: steps.{where}: {message}")
 
 
-def cross_check(catalog: dict[str, Any]) -> None:
-    """Rules between steps and against the tracks and budgets sections."""
+def cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
+    """Rules between steps, against the tracks and budgets sections and against the generated CLI's commands."""
     tracks, budgets = set(catalog["tracks"]), set(catalog["budgets"])
+    runners = cli + ("pytest",)
     seen: list[str] = []
     for sid, step in catalog["steps"].items():
         for dep in step["depends_on"]:
@@ -137,6 +148,10 @@ def cross_check(catalog: dict[str, Any]) -> None:
                 raise _fail(f"{sid}.{field}", f"unknown id {sorted(unknown)[0]!r}")
         if set(step["explanation"]) != tracks:
             raise _fail(f"{sid}.explanation", f"expected one text for each of {', '.join(sorted(tracks))}")
+        unknown_command = [c for c in step.get("commands", []) if c.split()[0] not in runners]
+        if unknown_command:
+            raise _fail(f"{sid}.commands", f"expected a non-empty list of commands, each starting with "
+                                           f"{', '.join(runners)}; got {unknown_command[0]!r}")
         if ("commands" in step) != ("experiment" in step):
             raise _fail(sid, "a step with commands needs a micro-experiment, and an experiment needs commands")
         if "experiment" in step and step["experiment"]["command"] not in step["commands"]:

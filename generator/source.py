@@ -23,7 +23,8 @@ from pathlib import Path
 from generator.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-TEMPLATE_PARTS = ("copier.yml", "template", "tracks")
+# What a template repository holds: copier.yml loads generator/formulas.py as a Jinja extension by its path.
+TEMPLATE_PARTS = ("copier.yml", "template", "tracks", "generator/formulas.py")
 # Fixed identity and dates make a release's materialised commit the same bytes on every machine.
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "llm-blueprint",
@@ -93,6 +94,16 @@ def data_home() -> Path:
     return (base / "llm-blueprint").resolve()
 
 
+def copy_template(src: Path, dest: Path) -> None:
+    """Copy the TEMPLATE_PARTS of a template at `src` into the folder `dest`."""
+    for part in TEMPLATE_PARTS:
+        (dest / part).parent.mkdir(parents=True, exist_ok=True)
+        if (src / part).is_dir():
+            shutil.copytree(src / part, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src / part, dest / part)
+
+
 def materialise(bundled: Path, release: str, repo: Path) -> TemplateSource:
     """Commit the bundled template as tag v<release> in `repo` (created if needed); idempotent."""
     tag = f"v{release}"
@@ -106,9 +117,7 @@ def materialise(bundled: Path, release: str, repo: Path) -> TemplateSource:
     for child in repo.iterdir():
         if child.name != ".git":
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-    for part in TEMPLATE_PARTS:
-        src = bundled / part
-        shutil.copytree(src, repo / part) if src.is_dir() else shutil.copy2(src, repo / part)
+    copy_template(bundled, repo)
     git("add", "-A", cwd=repo)
     git("commit", "-q", "--allow-empty", "-m", f"llm-blueprint template {tag}", cwd=repo, env=_GIT_IDENTITY)
     git("tag", tag, cwd=repo, env=_GIT_IDENTITY)

@@ -20,7 +20,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from generator.catalog import load_catalog
 from generator.errors import UserError
 
-# Copier renders every template with these filters (regex_search, to_nice_yaml, from_yaml, ...).
+# Copier renders every template with these filters (regex_search, to_nice_yaml, from_yaml, ...), then the
+# template's own `_jinja_extensions` (generator/formulas.py, loaded from the template root by its path).
 _COPIER_EXTENSIONS = ["jinja2_ansible_filters.AnsibleCoreFiltersExtension"]
 _FALSE_STRINGS = {"", "false", "no", "none", "null", "0", "off"}
 
@@ -49,11 +50,14 @@ class TemplateSpec:
         if not config_file.is_file():
             raise UserError(f"{root} is not an llm-blueprint template: copier.yml is missing")
         self.config: dict[str, Any] = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        self._env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(root)),
-            extensions=_COPIER_EXTENSIONS,
-            keep_trailing_newline=True,
-        )
+        try:
+            self._env = SandboxedEnvironment(
+                loader=FileSystemLoader(str(root)),
+                extensions=_COPIER_EXTENSIONS + list(self.config.get("_jinja_extensions", [])),
+                keep_trailing_newline=True,
+            )
+        except Exception as exc:  # a missing module or file of a template's own extension
+            raise UserError(f"{root}: cannot load the template's Jinja extensions: {exc}") from None
 
     @cached_property
     def catalog(self) -> dict[str, Any]:

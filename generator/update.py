@@ -74,7 +74,7 @@ def run_copier_update(project: Path, source: TemplateSource) -> None:
             skip_answered=True,
             conflict="inline",
             quiet=True,
-            unsafe=False,
+            unsafe=True,  # the template loads generator/formulas.py as a Jinja extension
         )
 
 

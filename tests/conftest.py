@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from generator.cli import main
-from generator.source import TEMPLATE_PARTS
+from generator.source import copy_template
 from generator.spec import TemplateSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,12 +25,7 @@ def git(*args: str, cwd: Path) -> str:
 def make_template_repo(dest: Path, tag: str = "v1.0.0") -> Path:
     """A git repository holding a copy of this checkout's template (copier.yml, template/, tracks/), tagged."""
     dest.mkdir(parents=True)
-    for part in TEMPLATE_PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / part)
+    copy_template(ROOT, dest)
     git("init", "-q", "-b", "main", cwd=dest)
     commit_and_tag(dest, "template v1", tag)
     return dest

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
+
 from pathlib import Path
 
 import pytest
 
+from generator.source import copy_template
 from generator.catalog import catalog_files
 from generator.errors import UserError
 from generator.spec import TemplateSpec
@@ -32,8 +33,7 @@ def broken(tmp_path: Path):
     """Copy the template's data and config, apply an edit to one file, and load it."""
 
     def load(file: str, old: str, new: str) -> str:
-        shutil.copy2(ROOT / "copier.yml", tmp_path / "copier.yml")
-        shutil.copytree(ROOT / "tracks", tmp_path / "tracks")
+        copy_template(ROOT, tmp_path)
         path = tmp_path / "tracks" / file
         text = path.read_text()
         assert old in text, f"test setup: {old!r} not in {file}"

@@ -49,6 +49,15 @@ def test_every_question_is_a_flag_in_help(spec) -> None:
         (["--license", "GPL"], "unknown license 'GPL'"),
         (["--name", "My Model"], "project name 'My Model' must be lowercase letters"),
         (["--name", "torch"], "would shadow a Python module"),
+        (["--name", "json"], "project name 'json' would shadow a Python module"),  # standard library
+        (["--name", "pip"], "project name 'pip' would shadow a Python module or tool"),
+        (["--name", "class"], "project name 'class' is a Python keyword"),
+        (["--hours", "nan"], "hours must be more than 0 and at most 10000, got nan"),
+        (["--hours", "inf"], "hours must be more than 0 and at most 10000, got inf"),
+        (["--hours", "0.001"], "0.001 hours give 5 optimizer steps on this budget, fewer than its 100 warmup steps; "
+                               "give at least 0.018 hours"),
+        (["--author", "Ada\tLovelace"], "the author must be printable text on one line"),
+        (["--author", "A" * 101], "the author is longer than 100 characters"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path: Path, args: list[str], expected: str) -> None:
@@ -58,6 +67,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path: Path, ar
     assert expected in err
     assert err.count("\n") == 1 and err.startswith("llm-blueprint: error: ")
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("hours", ["nan", "inf", "NaN"])
+def test_estimate_refuses_hours_that_are_not_finite(cli, hours: str) -> None:
+    code, out, err = cli("estimate", "--track", "beginner", "--budget", "cpu", "--hours", hours)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"got {float(hours)}" in err
 
 
 def test_missing_flag_without_terminal_names_the_flag(cli, tmp_path: Path) -> None:

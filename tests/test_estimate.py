@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+
 from pathlib import Path
 
 import pytest
 
+from generator.source import copy_template
 from generator.estimate import CALIBRATION_FILE, TOLERANCE, estimate, measure
 from generator.spec import TemplateSpec
 from tests.conftest import ROOT
@@ -60,12 +61,27 @@ def test_per_step_times_worked_by_hand(spec: TemplateSpec) -> None:
     # 5,774 steps, an evaluation every 250 and one at steps 0 and 5,774: 25 x 20 micro-batches of 16 x 256,
     # forward only (a third of the training FLOPs per token).
     assert s["evaluation"]["hours"] == pytest.approx(25 * 20 * 16 * 256 * 28_311_552 / 3 / 3.72e11 / 3600)
-    assert s["fine_tuning"]["hours"] == pytest.approx(10e6 * 28_311_552 / 3.72e11 / 3600)
     assert s["data_collection"]["hours"] is None and s["model"]["hours"] is None
     assert dict(s["initialisation"]["rows"])["first loss (tiny config)"] == "ln(512) = 6.238"
     assert dict(s["initialisation"]["rows"])["first loss (default config)"] == f"ln(4096) = {math.log(4096):.3f}"
     files = estimate(spec, answers(data_source="files", data_path="d/*.txt"))["steps"]
     assert files["tokenizer"]["hours"] == pytest.approx(47_300_608 * 4.0 / 1e6 / 1.8 / 3600)  # 4 bytes per token
+
+
+def test_steps_without_code_have_no_time_and_no_price(spec: TemplateSpec) -> None:
+    """A step with no commands has no code in the generated repository: it says so and shows no price."""
+    for budget in ("cpu", "cluster"):
+        extra = {"nodes": 4} if budget == "cluster" else {}
+        est = estimate(spec, answers("practitioner", budget, **extra))
+        for sid, step in est["steps"].items():
+            if spec.catalog["steps"][sid].get("commands"):
+                continue
+            rows = dict(step["rows"])
+            assert step["hours"] is None and step["cost_usd"] is None and "cost" not in rows, sid
+            assert not any(value.startswith("$") for value in rows.values()), sid
+            assert rows["time"] == "not estimated: the template has no code for this step yet", sid
+    assert "fine_tuning" in est["steps"] and "cleaning_pii" in est["steps"]
+    assert "no PII or deduplication" not in dict(est["steps"]["cleaning_pii"]["rows"])["time"]
 
 
 def test_chinchilla_matches_hoffmann_table_3(spec: TemplateSpec) -> None:
@@ -92,8 +108,7 @@ def test_cluster_cost_memory_and_critical_path(spec: TemplateSpec) -> None:
 
 
 def test_memory_that_does_not_fit(tmp_path: Path) -> None:
-    shutil.copy2(ROOT / "copier.yml", tmp_path / "copier.yml")
-    shutil.copytree(ROOT / "tracks", tmp_path / "tracks")
+    copy_template(ROOT, tmp_path)
     budgets = tmp_path / "tracks" / "budgets.yml"
     budgets.write_text(budgets.read_text().replace("    memory_gb: 24\n", "    memory_gb: 8\n", 1))
     est = estimate(TemplateSpec(tmp_path), answers("beginner", "gpu-24gb", hours=12.0))

@@ -161,7 +161,7 @@ def test_plain_copier_copy_is_byte_identical_to_the_wizard(cli, tmp_path: Path, 
     data_file = tmp_path / "data.yml"
     data_file.write_text(yaml.safe_dump(data))
     result = subprocess.run(
-        [sys.executable, "-m", "copier", "copy", "--defaults", "--quiet", "--vcs-ref", "HEAD", "--data-file",
+        [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD", "--data-file",
          str(data_file), str(template_repo), str(tmp_path / "plain")],
         capture_output=True, text=True,
     )

@@ -15,11 +15,14 @@ import pytest
 from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
+from generator.source import copy_template
 from generator.errors import UserError
+from generator.estimate import estimate
 from generator.render import render
 from generator.roadmap import attachment_ipynb, attachment_py, build, markdown
 from generator.roadmap_layout import layout
 from generator.roadmap_pdf import FONTS, attachment_names, render_pdf, step_dest
+from generator.roadmap_schema import cli_commands
 from generator.source import TemplateSource
 from generator.spec import TemplateSpec
 from tests.conftest import ROOT
@@ -55,8 +58,9 @@ def test_sixteen_steps_in_dependency_order(spec: TemplateSpec) -> None:
     steps = spec.catalog["steps"]
     assert len(steps) == 16
     assert list(steps)[0] == "data_collection" and list(steps)[-1] == "deployment"
-    for sid in ("quantization", "inference_server", "fine_tuning", "cleaning_pii"):  # no code in the template yet
+    for sid in ("quantization", "inference_server", "fine_tuning", "deployment"):  # no code in the template yet
         assert "commands" not in steps[sid] and "experiment" not in steps[sid]
+    assert "prepare" in steps["cleaning_pii"]["commands"][0]  # prepare cleans, deduplicates and scans
 
 
 @pytest.mark.parametrize(
@@ -72,8 +76,7 @@ def test_sixteen_steps_in_dependency_order(spec: TemplateSpec) -> None:
     ],
 )
 def test_roadmap_mistakes_are_reported(tmp_path: Path, old: str, new: str, expected: str) -> None:
-    shutil.copy2(ROOT / "copier.yml", tmp_path / "copier.yml")
-    shutil.copytree(ROOT / "tracks", tmp_path / "tracks")
+    copy_template(ROOT, tmp_path)
     path = tmp_path / "tracks" / "roadmap.yml"
     text = path.read_text()
     assert old in text, f"test setup: {old!r} not in roadmap.yml"
@@ -108,8 +111,9 @@ def _cli_help(project: Path, package: str, *args: str) -> str:
 def test_every_command_and_check_exists_in_the_generated_repo(spec: TemplateSpec, projects, track: str, budget: str) -> None:
     roadmap = build(spec, answers(track, budget))
     project, package = projects[track], roadmap.derived["package_name"]
-    subcommands = set(re.findall(r"^    (\w+)\s{2,}", _cli_help(project, package), re.M))
-    assert {"prepare", "train", "generate", "bench", "plan"} <= subcommands
+    subcommands = set(re.findall(r"^    ([\w-]+)\s{2,}", _cli_help(project, package), re.M))
+    assert {"prepare", "train", "generate", "bench", "plot", "tokenizer-eval", "plan"} <= subcommands
+    assert set(cli_commands(ROOT)) == subcommands  # the roadmap's command list is the generated CLI's
     tests = {p.relative_to(project).as_posix(): p.read_text() for p in (project / "tests").glob("test_*.py")}
     for step in roadmap.steps:
         for command in step.commands + ([step.experiment["command"]] if step.experiment else []):
@@ -231,6 +235,19 @@ def test_roadmap_command_writes_pdf_and_markdown(cli, tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "ROADMAP.md").read_text().startswith("# Roadmap for demo\n")
     code, _, err = cli("roadmap", "-o", str(tmp_path / "r.txt"))
     assert code == 2 and "written as .pdf or .md" in err and not (tmp_path / "r.txt").exists()
+
+
+def test_png_without_pdftoppm_fails_before_writing_the_pdf(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("generator.roadmap_pdf.shutil.which", lambda name: None)
+    code, _, err = cli("roadmap", "-o", str(tmp_path / "r.pdf"), "--png", str(tmp_path / "page1.png"))
+    assert code == 2 and "--png needs pdftoppm" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_readme_counts_the_roadmap_steps_per_budget(spec: TemplateSpec) -> None:
+    counts = {len(estimate(spec, answers("beginner", budget))["steps"]) for budget in spec.catalog["budgets"]}
+    readme = (ROOT / "README.md").read_text()
+    assert f"{min(counts)} steps" in readme and f"({max(counts)} on" in readme, sorted(counts)
 
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed")

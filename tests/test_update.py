@@ -112,7 +112,7 @@ def test_up_to_date_and_not_a_project(cli, project: Path, tmp_path: Path) -> Non
 def test_plain_copier_update_works_too(project: Path, released: Path) -> None:
     user_commit(project, "line 2\n", "line 2 edited by me\n")
     release_v2(released, "line 18\n", "line 18 changed in v2\n")
-    result = subprocess.run([sys.executable, "-m", "copier", "update", "--defaults", "--skip-answered"],
+    result = subprocess.run([sys.executable, "-m", "copier", "update", "--trust", "--defaults", "--skip-answered"],
                             cwd=project, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     notes = (project / "NOTES.md").read_text()

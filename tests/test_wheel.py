@@ -75,7 +75,8 @@ def test_wheel_install_generates_and_updates_offline(tmp_path: Path) -> None:
     assert git("tag", "--list", cwd=home / "template").split() == ["v0.1.0", "v0.2.0"]
 
     # Plain Copier, with no llm-blueprint involved, updates from the same materialised repository.
-    result = subprocess.run([sys.executable, "-m", "copier", "update", "--defaults", "--skip-answered"],
+    result = subprocess.run([sys.executable, "-m", "copier", "update", "--trust", "--defaults",
+                             "--skip-answered"],
                             cwd=tmp_path / "by-copier", capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     git("commit", "-qam", "update", cwd=tmp_path / "by-copier")
