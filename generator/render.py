@@ -48,7 +48,7 @@ def render(source: TemplateSource, dest: Path, answers: dict[str, Any]) -> None:
                 unsafe=False,
             )
         except UnsafeTemplateError as e:  # tasks, migrations or Jinja extensions: code we do not run
-            raise UserError(f"the template at {source.location} needs --trust ({str(e).splitlines()[0]}); "
+            raise UserError(f"the template at {source.location} needs --trust ({str(e).splitlines()[0].rstrip('.')}); "
                             "llm-blueprint never runs template code (nothing was written)") from None
 
 

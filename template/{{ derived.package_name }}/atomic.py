@@ -58,8 +58,8 @@ def _free_bytes(path: Path) -> int:
 
 
 def disk_full(directory: Path, what: str, needed: int | None) -> DiskFull:
-    """The one-line error: 'no space left on /mnt/data: <what> needs 42.1 MB, 3.0 MB free'."""
-    size = f"needs {needed / 1e6:.1f} MB" if needed is not None else "needs more"
+    """The one-line error: 'no space left on /mnt/data: <what> needs up to 42.1 MB, 3.0 MB free'."""
+    size = f"needs up to {needed / 1e6:.1f} MB" if needed is not None else "needs more"
     return DiskFull(f"no space left on {_mount_point(directory)}: {what} {size}, "
                     f"{_free_bytes(directory) / 1e6:.1f} MB free")
 

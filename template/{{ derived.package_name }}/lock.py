@@ -14,9 +14,11 @@ import errno
 import fcntl
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
+
+from .atomic import disk_full
 
 NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)  # a network file system mounted without lock support
 
@@ -32,7 +34,12 @@ def lock_file(target: Path) -> Path:
 def _lock(path: Path, target: Path) -> tuple[int, bool]:
     """Open and lock `path`: (its descriptor, whether it is locked). Raises RunLocked if another process holds it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's PID must survive our open
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's PID must survive our open
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(path.parent, f"the lock file {path}", None) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,8 +72,9 @@ def run_lock(target: str | Path) -> Iterator[None]:
     fd, locked = _lock(path, target)
     try:
         if locked:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            with suppress(OSError):  # a full disk: the lock holds all the same, a second run says PID "unknown"
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         if locked:
