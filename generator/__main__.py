@@ -1,5 +1,22 @@
-"""`python -m generator` is the `llm-blueprint` command."""
+"""`python -m generator` is the `llm-blueprint` command; run() is also the console script's entry point.
 
-from generator.cli import run
+Importing the CLI (copier, questionary, Jinja) takes a second or more. Ctrl-C during that time must end as
+quietly as Ctrl-C later on, so the import happens inside the handler, and this module imports nothing heavy.
+"""
 
-run()
+import sys
+
+
+def run() -> None:
+    try:
+        from generator.cli import main
+
+        code = main()
+    except KeyboardInterrupt:
+        print("\nllm-blueprint: cancelled", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

@@ -249,7 +249,3 @@ def main(argv: list[str] | None = None) -> int:
         nothing = "; nothing was written" if args is not None and args.command == "new" else ""
         print(f"\n{PROG}: cancelled{nothing}", file=sys.stderr)
         return 130
-
-
-def run() -> Any:
-    sys.exit(main())

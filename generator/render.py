@@ -2,22 +2,30 @@
 
 The project is rendered into a hidden temporary sibling of the destination and moved into place only when
 rendering and the first commit succeeded, so a failure or Ctrl-C never leaves a half-written project, and an
-existing non-empty folder is never touched.
+existing non-empty folder is never touched. A staging folder holds a marker file (this process's PID and host)
+while the template renders into it; one left behind by a `new` that was killed (kill -9, a power cut) is removed by the
+next `new` in the same parent folder, once its PID is no longer running on this host.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import copier
+import yaml
+from copier.errors import UnsafeTemplateError
 
 from generator.errors import UserError
 from generator.source import TemplateSource, git
+
+STAGING_MARKER = ".llm-blueprint-staging"  # inside a staging folder: {"pid": ..., "host": ...}
 
 
 def check_destination(dest: Path) -> None:
@@ -25,20 +33,40 @@ def check_destination(dest: Path) -> None:
         raise UserError(f"{dest} already exists and is not empty; choose a new folder (nothing was written)")
 
 
+# Copier runs code from a template only when trusted. llm-blueprint trusts exactly its own Jinja extension (the
+# numbers and answer checks of generator/formulas.py, loaded from the template repository itself) and nothing
+# else: a template with tasks, migrations or another extension is refused with a one-line error.
+OWN_EXTENSIONS = ["copier_template_extensions.TemplateExtensionLoader", "generator/formulas.py:Formulas"]
+
+
+def runs_only_own_code(source: TemplateSource) -> bool:
+    """Whether the template's copier.yml asks to run no code but llm-blueprint's own extension."""
+    try:
+        config = yaml.safe_load((Path(source.location) / "copier.yml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # a URL, or no readable copier.yml: Copier decides, untrusted
+    return (isinstance(config, dict) and not config.get("_tasks") and not config.get("_migrations")
+            and config.get("_jinja_extensions", []) in ([], OWN_EXTENSIONS))
+
+
 def render(source: TemplateSource, dest: Path, answers: dict[str, Any]) -> None:
     """Plain Copier rendering with every answer given: the same call `copier copy --data ...` makes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Copier warns that a dirty checkout's changes are included
-        copier.run_copy(
-            source.location,
-            str(dest),
-            data=answers,
-            vcs_ref=source.ref,
-            defaults=True,
-            overwrite=True,
-            quiet=True,
-            unsafe=True,  # the template loads generator/formulas.py as a Jinja extension
-        )
+        try:
+            copier.run_copy(
+                source.location,
+                str(dest),
+                data=answers,
+                vcs_ref=source.ref,
+                defaults=True,
+                overwrite=True,
+                quiet=True,
+                unsafe=runs_only_own_code(source),
+            )
+        except UnsafeTemplateError as e:  # tasks, migrations or other Jinja extensions: code we do not run
+            raise UserError(f"the template at {source.location} needs --trust ({str(e).splitlines()[0].rstrip('.')}); "
+                            "llm-blueprint never runs template code (nothing was written)") from None
 
 
 def commit_all(repo: Path, message: str, author: str) -> None:
@@ -50,16 +78,52 @@ def commit_all(repo: Path, message: str, author: str) -> None:
     git(*identity, "commit", "-q", "-m", message, cwd=repo)
 
 
+def _may_be_running(owner: dict) -> bool:
+    """Whether the process that wrote a staging marker may still be running (unknown counts as running)."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Remove the staging folders in `parent` that a killed `new` left: they hold our marker, and the PID in
+    it is not running on this host. Returns the folders removed."""
+    removed = []
+    for marker in sorted(parent.glob(f".*/{STAGING_MARKER}")):
+        try:
+            owner = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(owner, dict) and not _may_be_running(owner):
+            shutil.rmtree(marker.parent, ignore_errors=True)
+            removed.append(marker.parent)
+    return removed
+
+
 def create_project(source: TemplateSource, dest: Path, answers: dict[str, Any], *, init_git: bool = True) -> None:
     dest = dest.resolve()
     check_destination(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(dest.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    except OSError as e:
+        raise UserError(f"cannot write in {dest.parent}: {e.strerror or e} (nothing was written)") from None
+    try:
+        marker = staging / STAGING_MARKER
+        marker.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the project gets the usual permissions
         render(source, staging, answers)
+        marker.unlink()  # not part of the project
         if init_git:
             git("init", "-q", "-b", "main", cwd=staging)
             commit_all(staging, f"Generate {answers['project_name']} with llm-blueprint", answers.get("author", ""))

@@ -17,7 +17,7 @@ import copier
 import yaml
 
 from generator.errors import UpdateConflict, UserError
-from generator.render import commit_all
+from generator.render import commit_all, runs_only_own_code
 from generator.source import TemplateSource, git, source_for
 
 ANSWERS_FILE = ".copier-answers.yml"
@@ -74,7 +74,7 @@ def run_copier_update(project: Path, source: TemplateSource) -> None:
             skip_answered=True,
             conflict="inline",
             quiet=True,
-            unsafe=True,  # the template loads generator/formulas.py as a Jinja extension
+            unsafe=runs_only_own_code(source),  # see render.py: our own extension, nothing else
         )
 
 

@@ -6,6 +6,11 @@ A checkpoint is a pair of files in one directory:
 Both are written under temporary names and renamed into place, so a crash never leaves a truncated file,
 and both carry the same random save_id, so a crash between the two renames leaves a pair that
 load_checkpoint rejects instead of silently mixing weights and optimizer state from different steps.
+The weights file also records the sha256 of its tensors (weights_sha256 in its metadata): load_weights
+recomputes it, and refuses weights whose bytes changed on disk or that hold NaN/inf, so --resume and
+`generate` never continue from damaged weights. Hashing costs one pass over the weights (see weights_digest).
+Before writing, save_checkpoint checks that the file system has room for both files; a write that still runs
+out of space removes its temporary files and raises DiskFull, and the previous checkpoint stays as it was.
 
 A run directory holds the latest pair (what --resume and `generate` read), best/ (the pair with the lowest
 validation loss so far) and checkpoints/step-NNNNNN/ (the last `keep_last` evaluations). Those copies are
@@ -15,6 +20,7 @@ place, so a link keeps pointing at the old, complete file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -26,7 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
 
-from .atomic import replace_dir
+from .atomic import check_space, removed_on_failure, replace_dir
 
 CHECKPOINT = "ckpt.pt"
 WEIGHTS = "model.safetensors"  # next to CHECKPOINT
@@ -34,16 +40,57 @@ TOKENIZER = "tokenizer.json"  # train copies the data's tokenizer into the run d
 BEST = "best"
 HISTORY = "checkpoints"
 REQUIRED_KEYS = ("step", "model_config", "optimizer", "rng", "save_id", "weights")
+PICKLE_OVERHEAD = 1 << 20  # configs, RNG states and file headers on top of the tensors' bytes
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, in name order.
+
+    Cost: one pass over the weights at save and at load. Default CPU model (5.3 M parameters, 21 MB): 0.10 s,
+    against 0.23 s for the whole save (a busy 2-core AMD EPYC, AVX2 + SHA-NI, one thread, load average 14).
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested state (dicts, lists, tuples), each storage counted once."""
+    found: dict[int, int] = {}
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            found[o.untyped_storage().data_ptr()] = o.untyped_storage().nbytes()
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return sum(found.values())
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Weights of `model` to model.safetensors beside `path`, `state` (plain values and tensors) to `path`."""
+    """Weights of `model` to model.safetensors beside `path`, `state` (plain values and tensors) to `path`.
+
+    Raises DiskFull (nothing replaced, no temporary file left) when the file system lacks the space."""
     save_id = uuid.uuid4().hex
     weights, tmp_weights = path.with_name(WEIGHTS), path.with_name(WEIGHTS + ".tmp")
-    meta = {"save_id": save_id, "step": str(state["step"]), "val_loss": repr(state.get("val_loss"))}
-    save_safetensors(model, str(tmp_weights), metadata=meta)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({**state, "weights": WEIGHTS, "save_id": save_id}, tmp)
+    tensors = model.state_dict()
+    meta = {"save_id": save_id, "step": str(state["step"]), "val_loss": repr(state.get("val_loss")),
+            "weights_sha256": weights_digest(tensors)}
+    needed = _tensor_bytes(tensors) + _tensor_bytes(state) + PICKLE_OVERHEAD
+    what = f"checkpoint {path}"
+    check_space(path.parent, needed, what)
+    with removed_on_failure(lambda: (tmp_weights, tmp), path.parent, what, needed):
+        save_safetensors(model, str(tmp_weights), metadata=meta)
+        torch.save({**state, "weights": WEIGHTS, "save_id": save_id}, tmp)
     os.replace(tmp_weights, weights)
     os.replace(tmp, path)
 
@@ -72,11 +119,24 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def load_weights(model: torch.nn.Module, path: Path, state: dict[str, Any]) -> None:
-    """Load the safetensors weights of checkpoint `path` (state from load_checkpoint) into `model`, strictly."""
+    """Load the safetensors weights of checkpoint `path` (state from load_checkpoint) into `model`, strictly,
+    and check them: their digest must match the one saved with them, and every value must be finite.
+    A failed check is a one-line ValueError naming the file (the model's weights are then undefined)."""
+    weights = path.with_name(state["weights"])
     try:
-        load_safetensors(model, str(path.with_name(state["weights"])), strict=True)
+        load_safetensors(model, str(weights), strict=True)
+        with safe_open(str(weights), framework="pt") as f:
+            expected = (f.metadata() or {}).get("weights_sha256")
     except (RuntimeError, SafetensorError) as e:
         raise ValueError(f"weights of {path} do not fit the model: {str(e).splitlines()[0][:200]}") from None
+    tensors = model.state_dict()
+    if expected is None:
+        raise ValueError(f"{weights} records no weights_sha256: it was not saved by this trainer")
+    if weights_digest(tensors) != expected:
+        raise ValueError(f"{weights} is damaged: its tensors do not match the digest saved with them")
+    bad = next((name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise ValueError(f"{weights} holds NaN or inf values (in {bad}): refusing to load it")
 
 
 def get_rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -107,9 +167,10 @@ def _snapshot(latest: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in (CHECKPOINT, WEIGHTS, TOKENIZER):  # with its tokenizer, a copy is usable on its own
-        if latest.with_name(name).is_file():
-            _link_or_copy(latest.with_name(name), tmp / name)
+    with removed_on_failure(lambda: (tmp,), target.parent, f"a copy of the checkpoint in {target}"):
+        for name in (CHECKPOINT, WEIGHTS, TOKENIZER):  # with its tokenizer, a copy is usable on its own
+            if latest.with_name(name).is_file():
+                _link_or_copy(latest.with_name(name), tmp / name)
     replace_dir(tmp, target)
 
 

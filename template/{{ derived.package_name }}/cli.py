@@ -11,7 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from .atomic import DiskFull
 from .config import COMMAND, PII_MODES, SOURCES, ConfigError, format_plan
+from .lock import RunLocked
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -240,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except (DiskFull, RunLocked) as e:
+        print(f"{COMMAND}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:
         from .faults import OutOfMemory, TrainingDiverged  # torch is loaded by now
 

@@ -56,7 +56,12 @@ def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dic
     tok_path = path.parent / ck["tokenizer"]["file"]
     if not tok_path.is_file():  # a checkpoint copied without its tokenizer: fall back to the prepared data
         tok_path = Path(ck["tokenizer"]["source"])
-    return model, BPETokenizer.load(tok_path), ck
+    tok = BPETokenizer.load(tok_path)
+    trained = ck["tokenizer"]["meta"]["vocab_size"]  # the tokenizer the model was trained with
+    if tok.vocab_size != trained:
+        raise ValueError(f"tokenizer {tok_path} has {tok.vocab_size:,} tokens, but {path} was trained with a "
+                         f"{trained:,}-token tokenizer: put that tokenizer.json beside the checkpoint")
+    return model, tok, ck
 
 
 def generate_text(path: Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
