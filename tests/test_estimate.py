@@ -135,6 +135,7 @@ def test_estimate_prints_flops_memory_and_steps(cli) -> None:
     assert code == 0
     assert "training FLOPs   1.34e+15" in out and "memory/device" in out and "compute-optimal  3.34 M" in out
     assert "Tokenizer" in out and "Training loop" in out and "60 min" in out
+    assert "Plan for" not in out and out.startswith("  track")  # no label naming a project that does not exist
 
 
 def test_recorded_cpu_figures_are_within_tolerance(spec: TemplateSpec) -> None:

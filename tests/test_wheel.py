@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import ROOT, git, run_python
 
-SOURCES = ["copier.yml", "template", "tracks", "generator", "pyproject.toml", "README.md"]
+SOURCES = ["copier.yml", "template", "tracks", "generator", "pyproject.toml", "hatch_build.py", "README.md"]
 
 
 def build_wheel(tmp: Path, name: str, version: str, template_edit=None) -> Path:
