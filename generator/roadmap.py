@@ -56,13 +56,17 @@ class Roadmap:
 
 
 def template_file(spec: TemplateSpec, rel: str, answers: dict[str, Any], derived: dict[str, Any]) -> str:
-    """A template file as Copier writes it for these answers; `rel` is PACKAGE/<module>.py."""
-    base = spec.root / "template" / rel.replace(SNIPPET_ROOT, PACKAGE_DIR + "/", 1)
-    jinja = base.with_name(base.name + ".jinja")
-    if jinja.is_file():
-        return spec.render(jinja.read_text(encoding="utf-8"), {**answers, "derived": derived})
-    if base.is_file():
-        return base.read_text(encoding="utf-8")
+    """A template file as Copier writes it for these answers; `rel` is PACKAGE/<module>.py. Conditional file names
+    (one model.py per architecture) are rendered like Copier renders them, to find the source of that file."""
+    context = {**answers, "derived": derived}
+    folder = spec.root / "template" / PACKAGE_DIR
+    wanted = rel.replace(SNIPPET_ROOT, "", 1)
+    for path in sorted(folder.iterdir()):
+        jinja = path.name.endswith(".jinja")
+        name = path.name.removesuffix(".jinja")
+        if path.is_file() and (spec.render(name, context) if "{" in name else name) == wanted:
+            text = path.read_text(encoding="utf-8")
+            return spec.render(text, context) if jinja else text
     raise UserError(f"roadmap snippet: template file {rel} does not exist")
 
 
