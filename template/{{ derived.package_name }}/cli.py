@@ -1,4 +1,5 @@
-"""Command line: prepare, train, generate, bench, tokenizer-eval, plan. Also runs as `python -m <package>`.
+"""Command line: prepare, train, generate, bench, tokenizer-eval, quantize, export, import-hf, plan.
+Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
 (an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
@@ -104,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
                        description="train (the default): train a few steps on random tokens; generate: sampling\n"
-                                   "tokens/s with and without the KV cache; tokenizer: BPE training seconds and\n"
-                                   "encoding MB/s on the built-in Shakespeare (--vocab-size, default 4096).\n"
+                                   "tokens/s with and without the KV cache, and greedy decoding tokens/s on the CPU\n"
+                                   "at batch 1 and 8 in fp32, bf16, int8, int4 and transformers on the export;\n"
+                                   "tokenizer: BPE training seconds and encoding MB/s on the built-in Shakespeare\n"
+                                   "(--vocab-size, default 4096).\n"
                                    "Prints one JSON object on stdout\n"
                                    "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n"
                                    "The --n-layer ... --vocab-size flags override the config's model.\n\n"
@@ -140,6 +143,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-sizes", default="512,1024,4096", metavar="N,N,...", help="default: 512,1024,4096")
     p.add_argument("--out", default="runs/tokenizer-eval.json", metavar="PATH",
                    help="JSON report (default: runs/tokenizer-eval.json)")
+
+    p = sub.add_parser("quantize", formatter_class=fmt, help="int8 or int4 weights, with a report against fp32",
+                       description="Quantize a run's Blocks weight-only (int8 per output channel, or int4 per group)\n"
+                                   "into <run>/int8/ or <run>/int4-g<N>/ (model.safetensors, quantized.json,\n"
+                                   "tokenizer.json, report.json), and compare weight bytes, held-out perplexity and\n"
+                                   "bits per byte, and decoding tokens/s with the unquantized model (on the CPU).\n"
+                                   "`generate --run <that folder>` samples from it.\n\n"
+                                   f"examples:\n  {COMMAND} quantize --run runs/tiny --bits 8\n"
+                                   f"  {COMMAND} quantize --run runs/tiny --bits 4 --group-size 64")
+    p.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
+    p.add_argument("--bits", type=int, choices=[8, 4], required=True)
+    p.add_argument("--group-size", type=int, choices=[32, 64, 128], default=64, help="int4 only (default: 64)")
+    p.add_argument("--out", metavar="DIR", help="default: <run>/int8 or <run>/int4-g<N>")
+    p.add_argument("--eval-tokens", type=_positive_int, default=32768, metavar="N",
+                   help="held-out tokens to measure perplexity on (default: 32768)")
+
+    p = sub.add_parser("export", formatter_class=fmt, help="write a Hugging Face transformers folder and model card",
+                       description="Write OUT (new or empty): config.json, model.safetensors, tokenizer.json and\n"
+                                   "tokenizer_config.json, and a model card (README.md). transformers loads it with\n"
+                                   "from_pretrained and vLLM serves it. Needs transformers (pip install -e '.[export]').\n"
+                                   "\n"
+                                   f"example:\n  {COMMAND} export --run runs/tiny --format hf exports/tiny")
+    p.add_argument("out", metavar="OUT", help="the folder to write")
+    p.add_argument("--format", choices=["hf"], default="hf", help="default: hf")
+    p.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
+
+    p = sub.add_parser("import-hf", formatter_class=fmt, help="read a local Hugging Face folder into a checkpoint",
+                       description="Load a GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM folder (local, never\n"
+                                   "downloaded) into this project's model and write OUT/ckpt.pt, model.safetensors\n"
+                                   "and tokenizer.json, which generate, quantize and export read.\n\n"
+                                   f"example:\n  {COMMAND} import-hf exports/tiny --out runs/imported")
+    p.add_argument("src", metavar="DIR", help="the Hugging Face folder")
+    p.add_argument("--out", metavar="DIR", required=True, help="the run directory to write")
 
     sub.add_parser("plan", formatter_class=fmt, help="print the plan this repository was generated with",
                    description="Model size, tokens, time and cost for the chosen budget (from .copier-answers.yml).\n\n"
@@ -191,6 +227,28 @@ def _run(args: argparse.Namespace) -> int:
                             args.device))
         return 0
 
+    if args.command == "quantize":
+        from .generate import find_checkpoint
+        from .quant_report import format_report, quantize_run
+
+        report = quantize_run(find_checkpoint(args.run), args.bits, args.group_size if args.bits == 4 else None,
+                              Path(args.out) if args.out else None, eval_tokens=args.eval_tokens)
+        print(format_report(report))
+        return 0
+
+    if args.command == "export":
+        from .export import export_hf
+        from .generate import find_checkpoint
+
+        print(f"exported to {export_hf(find_checkpoint(args.run), Path(args.out))}")
+        return 0
+
+    if args.command == "import-hf":
+        from .export import import_hf
+
+        print(f"imported into {import_hf(Path(args.src), Path(args.out))}")
+        return 0
+
     if args.command == "plot":
         from .generate import find_run
         from .tracking import plot_losses
@@ -226,7 +284,11 @@ def _run(args: argparse.Namespace) -> int:
                              block_size=args.block_size, batch_size=args.batch_size, vocab_size=args.vocab_size,
                              dtype=args.dtype)
         if args.action == "generate":
-            print(json.dumps(bench_generate(cfg, device=args.device)))
+            from .bench_decode import bench_decode
+            from .model import GPT, GPTConfig
+
+            print(json.dumps({**bench_generate(cfg, device=args.device),
+                              "decode_cpu": bench_decode(GPT(GPTConfig(**cfg.model)).eval())}))
         else:
             print(json.dumps(bench(cfg, steps=args.steps, device=args.device, compile=args.compile)))
         return 0

@@ -14,15 +14,18 @@ import torch
 from .distributed import pick_device
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer
-from .checkpoint import CHECKPOINT, load_checkpoint, load_weights
+from .checkpoint import CHECKPOINT, TOKENIZER, load_checkpoint, load_weights
+from .quantize import QUANT_CONFIG, load_quantized
 
 
 def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
-    """--checkpoint PATH, else --run DIR/ckpt.pt, else the most recently written runs/*/ckpt.pt."""
+    """--checkpoint PATH, else --run DIR/ckpt.pt (or DIR/quantized.json), else the newest runs/*/ckpt.pt."""
     if checkpoint:
         path = Path(checkpoint)
     elif run:
         path = Path(run) / CHECKPOINT
+        if not path.is_file() and (Path(run) / QUANT_CONFIG).is_file():  # a `quantize` output directory
+            path = Path(run) / QUANT_CONFIG
     else:
         found = sorted(Path("runs").glob(f"*/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         if not found:
@@ -49,6 +52,8 @@ def find_run(run: str | Path | None = None) -> Path:
 def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dict]:
     """The model (eval mode, on `device`), its tokenizer and the raw checkpoint dict."""
     dev = torch.device(pick_device(device))
+    if path.name == QUANT_CONFIG:  # int8/int4 weights (quantize.py); its tokenizer lies beside it
+        return load_quantized(path, dev), BPETokenizer.load(path.with_name(TOKENIZER)), {}
     ck = load_checkpoint(path)
     model = GPT(GPTConfig(**ck["model_config"]))
     load_weights(model, path, ck)
