@@ -14,8 +14,7 @@ from generator.errors import UserError
 
 Check = Callable[[Any], bool]
 BASES = ("formula", "measured", "reference", "estimate")
-_FIELDS = {"label", "basis", "reason", "expected", "tolerance", "relative", "formula", "at_most", "at_least", "shown",
-           "spread"}
+_FIELDS = {"label", "basis", "reason", "expected", "tolerance", "relative", "formula", "at_most", "at_least", "shown"}
 
 
 def _doc(text: str) -> Callable[[Check], Check]:
@@ -47,7 +46,7 @@ def _figure(f: Any) -> bool:
         kinds.append("formula")
     tolerance_ok = ("tolerance" in f) == bool({"expected", "formula"} & set(kinds))
     return (len(kinds) == 1 and _text(f["label"]) and f["basis"] in BASES and _text(f["reason"]) and tolerance_ok
-            and all(_per_track(f[k]) for k in ("expected", "at_most", "at_least", "spread") if k in f)
+            and all(_per_track(f[k]) for k in ("expected", "at_most", "at_least") if k in f)
             and (_number(f.get("tolerance", 0)) and f.get("tolerance", 0) >= 0)
             and isinstance(f.get("relative", False), bool) and f.get("shown", True) is True
             and (f["basis"] == "estimate") == ("shown" in f) and (_text(f["formula"]) if "formula" in f else True))
@@ -101,7 +100,7 @@ def cross_check(catalog: dict[str, Any]) -> None:
         if c["step"] not in catalog["steps"]:
             raise _fail(f"{name}.step", f"unknown roadmap step {c['step']!r}")
         for fname, f in c["figures"].items():
-            for key in ("expected", "at_most", "at_least", "spread"):
+            for key in ("expected", "at_most", "at_least"):
                 if isinstance(f.get(key), dict) and set(f[key]) != tracks:
                     raise _fail(f"{name}.figures.{fname}.{key}", f"a per-track value needs each of {', '.join(sorted(tracks))}")
         for key, v in c.get("setup", {}).items():
