@@ -247,7 +247,7 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
     for name, check in step.checks.items():
         _heading(pdf, f"Check it: {check['title']}")
         _mono_line(pdf, f"{roadmap.derived['command']} check run {name}")
-        expected = "; ".join(f"{f['label']} {f['text']}" for f in check["figures"].values())
+        expected = "; ".join(f"{f['label']}: {f['text']}" for f in check["figures"].values())
         _para(pdf, f"{check['observe']} ({'fast' if check['fast'] else 'slow'}, about {check['seconds']} s). "
                    f"Expected: {expected}.", 9)
 

@@ -61,8 +61,9 @@ class Figure:
 
     def wanted(self, expected: float | None) -> str:
         """The expectation in words (`text`, rendered with checks.yml), with a computed value in front."""
-        computed = self.expected is None and expected is not None and self.at_most is None and self.at_least is None
-        return f"{expected:.4g}: {self.text}" if computed else self.text
+        if self.shown:
+            return f"~{expected:.4g} (estimate)"
+        return f"{expected:.4g} = {self.text}" if self.formula is not None else self.text
 
 
 @dataclass
