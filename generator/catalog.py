@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
+from generator.checks_schema import check_schema
+from generator.checks_schema import cross_check as _check_checks
 from generator.errors import UserError
 from generator.roadmap_schema import cli_commands, step_schema
 from generator.roadmap_schema import cross_check as _check_steps
@@ -125,6 +127,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     "data_sources": (_TITLED, {}),
     "licenses": (_TITLED, {}),
     "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py
+    "checks": check_schema(_str),  # tracks/checks.yml, see generator/checks_schema.py
 }
 
 
@@ -172,6 +175,7 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
             if p["n_head"] % ratio:
                 raise _fail("presets.yml", f"presets.{name}", f"n_head {p['n_head']} is not divisible by kv_head_ratio {ratio}")
     _check_steps(catalog, cli)
+    _check_checks(catalog)
 
 
 def catalog_files(include_expression: str) -> list[str]:

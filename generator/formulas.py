@@ -170,6 +170,7 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
         "multi_node": n_nodes > 1,
         "model": model,
         "tiny": {**model_shape(t, catalog["presets"]["tiny"]), "max_steps": catalog["presets"]["tiny"]["max_steps"]},
+        "cpu": model_shape(t, catalog["presets"]["cpu"]),  # fits any CPU: `check training_1m` trains it everywhere
         "plan": {
             "hours": float(hours),
             "tokens_per_s": int(tokens_per_s),

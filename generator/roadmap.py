@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
+import yaml
 
 from generator.errors import UserError
 from generator.estimate import estimate
@@ -37,6 +38,7 @@ class Step:
     snippet: Snippet
     commands: list[str] = field(default_factory=list)  # with the project's command in front
     experiment: dict[str, Any] | None = None  # the micro-experiment with `expected` resolved for this track
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # `check` entries of this step (checks.yml)
     critical: bool = False
 
 
@@ -113,11 +115,18 @@ def _experiment(step: dict[str, Any], track: str, derived: dict[str, Any]) -> di
     return {**exp, "expected": expected, "command": _command(derived, exp["command"])}
 
 
+def rendered_checks(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The checks.yml a project generated with these answers holds (its `check` command's expectations)."""
+    text = (spec.root / "template" / "checks.yml.jinja").read_text(encoding="utf-8")
+    return yaml.safe_load(spec.render(text, {**answers, "derived": derived}))
+
+
 def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
     derived = spec.derive(answers)
     est = estimate(spec, answers, derived)
     catalog = spec.catalog
     rendered: dict[str, str] = {}
+    checks = rendered_checks(spec, answers, derived)
     steps = []
     for number, (sid, entry) in enumerate(est["steps"].items(), 1):
         data = catalog["steps"][sid]
@@ -130,6 +139,7 @@ def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
             id=sid, number=number, data=data, estimate=entry, snippet=Snippet(path, first, code),
             commands=[_command(derived, c) for c in data.get("commands", [])],
             experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
+            checks={name: c for name, c in checks.items() if c["step"] == data["title"]},
         ))
     return Roadmap(answers, derived, catalog, est, steps)
 

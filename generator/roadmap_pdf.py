@@ -262,6 +262,12 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
     else:
         _para(pdf, "None yet: the template has no code for this step. Its explanation, tools, estimates and notes "
                    "stand on their own.", 9, "I", GREY)
+    for name, check in step.checks.items():
+        _heading(pdf, f"Check it: {check['title']}")
+        _mono_line(pdf, f"{roadmap.derived['command']} check run {name}")
+        expected = "; ".join(f"{f['label']}: {f['text']}" for f in check["figures"].values())
+        _para(pdf, f"{check['observe']} ({'fast' if check['fast'] else 'slow'}, about {check['seconds']} s). "
+                   f"Expected: {expected}.", 9)
 
     _heading(pdf, f"Estimates on {roadmap.catalog['budgets'][roadmap.answers['budget']]['title']}")
     pdf.set_font("Sans", "", 8.5)

@@ -1,7 +1,7 @@
 """The template's questions, read from copier.yml and evaluated the way Copier evaluates them.
 
 copier.yml is the one place that says what is asked, what the choices are (rendered from tracks/), what the
-defaults are and what is valid; `tracks/derive.yml.jinja` is the one place that says what follows from the
+defaults are and what is valid; `derive` in generator/formulas.py is the one place that says what follows from the
 answers. The wizard, the CLI flags, the plan and the tests all go through this module, so none of them keeps a
 second copy of a table or a rule.
 """
@@ -130,6 +130,6 @@ class TemplateSpec:
         return None
 
     def derive(self, answers: dict[str, Any]) -> dict[str, Any]:
-        """Everything the template computes from the answers (tracks/derive.yml.jinja)."""
+        """Everything the template computes from the answers (generator/formulas.py derive)."""
         return yaml.safe_load(self.render(self.config["derived"]["default"], answers))
 

@@ -1,4 +1,4 @@
-"""Command line: prepare, train, generate, bench, tokenizer-eval, quantize, export, import-hf, plan.
+"""Command line: prepare, train, generate, bench, tokenizer-eval, check, quantize, export, import-hf, plan.
 Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
@@ -177,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="DIR", help="the Hugging Face folder")
     p.add_argument("--out", metavar="DIR", required=True, help="the run directory to write")
 
+    p = sub.add_parser("check", formatter_class=fmt, help="run the roadmap's micro-experiments against expected outputs",
+                       description="Each check measures a few figures with this repository's code and compares them\n"
+                                   "with checks.yml (expected value, tolerance and why): PASS, or FAIL with the gap and\n"
+                                   "where to look. Results go to runs/checks/<name>.json; exit code 1 if any fails.\n\n"
+                                   f"examples:\n  {COMMAND} check list\n  {COMMAND} check run model_causality\n"
+                                   f"  {COMMAND} check all --fast")
+    p.add_argument("action", choices=["list", "run", "all"], help="list the checks, run some, or run all")
+    p.add_argument("names", nargs="*", metavar="NAME", help="checks to run (with run)")
+    p.add_argument("--fast", action="store_true", help="with all: only the fast checks (the ones the tests run)")
+
     sub.add_parser("plan", formatter_class=fmt, help="print the plan this repository was generated with",
                    description="Model size, tokens, time and cost for the chosen budget (from .copier-answers.yml).\n\n"
                                f"example:\n  {COMMAND} plan")
@@ -192,6 +202,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         print(format_plan())
         return 0
+
+    if args.command == "check":
+        from .check import main as check
+
+        return check(args.action, args.names, args.fast)
 
     from .config import data_dir, load_config
 

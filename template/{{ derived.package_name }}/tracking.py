@@ -100,8 +100,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
-    """Training loss per step and validation loss per evaluation, from metrics.jsonl, as a PNG."""
+def plot_losses(metrics_path: Path, png: Path, title: str, band: tuple[float, float] | None = None) -> Path:
+    """Training loss per step and validation loss per evaluation, from metrics.jsonl, as a PNG; `band`
+    (low, high) shades where the final validation loss is expected (see `check training_1m`)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed (servers, CI)
@@ -117,6 +118,8 @@ def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
         ax.plot(*zip(*train), lw=0.8, alpha=0.7, label="train")
     if val:
         ax.plot(*zip(*val), marker="o", label="validation")
+    if band:
+        ax.axhspan(*band, color="tab:green", alpha=0.2, label=f"expected final validation loss ({band[0]:.2f} to {band[1]:.2f})")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
