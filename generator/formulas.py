@@ -427,6 +427,6 @@ class Formulas(Extension):
         super().__init__(environment)
         environment.globals.update(
             derive=derive, estimate=estimate, formula_source=formula_source, project_name_error=project_name_error,
-            author_error=author_error, nodes_error=nodes_error, hours_error=hours_error,
+            author_error=author_error, nodes_error=nodes_error, hours_error=hours_error, step_applies=step_applies,
         )
         environment.filters.update(human=human, gigabytes=gigabytes, duration=duration)
