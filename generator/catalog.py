@@ -124,6 +124,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
         },
         {"max_steps": _int(1)},
     ),
+    "feature_notes": ({"title": _str, "note": _str}, {}),
     "data_sources": (_TITLED, {}),
     "licenses": (_TITLED, {}),
     "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py
@@ -164,6 +165,9 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
             raise _fail("budgets.yml", f"budgets.{budget}", "a multi_node budget needs default_nodes and max_nodes")
     if "tiny" not in catalog["presets"] or "max_steps" not in catalog["presets"]["tiny"]:
         raise _fail("presets.yml", "presets.tiny", "the tiny preset with max_steps is required")
+    for name in catalog["feature_notes"]:
+        if name not in FEATURES:
+            raise _fail("tracks.yml", f"feature_notes.{name}", f"not a feature (known: {', '.join(FEATURES)})")
     for track, t in catalog["tracks"].items():
         if t["features"]["gqa"] != ("kv_head_ratio" in t):
             raise _fail("tracks.yml", f"tracks.{track}", "kv_head_ratio is given exactly when features.gqa is true")

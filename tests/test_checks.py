@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.roadmap import build, rendered_checks
 from generator.formulas import step_applies
+from generator.roadmap import build, rendered_checks
 from generator.spec import TemplateSpec
 from tests.test_catalog import broken  # noqa: F401  (the fixture)
 
