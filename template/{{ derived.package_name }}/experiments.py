@@ -220,8 +220,7 @@ def lr_schedule(ctx: Context) -> Outcome:
     from .train import lr_at
 
     t = load_config("tiny").train
-    curve = [lr_at(s, lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
-             for s in range(t.max_steps + 1)]
+    curve = [lr_at(s, t) for s in range(t.max_steps + 1)]
     decay = curve[t.warmup_steps - 1 :]
     return Outcome({"peak_fraction": curve[t.warmup_steps - 1] / t.lr, "final_fraction": curve[-1] / t.lr,
                     "rises_after_peak": sum(b > a for a, b in zip(decay, decay[1:]))},
