@@ -62,6 +62,15 @@ def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
+ARCHITECTURES = ("gpt2", "llama")
+_LR = _num(0, 1, lo_open=True)
+
+
+def _lr_by_architecture(v: Any) -> bool:
+    """a mapping of architectures (gpt2, llama) to numbers in (0, 1]"""
+    return isinstance(v, dict) and bool(v) and all(k in ARCHITECTURES and _LR(x) for k, x in v.items())
+
+
 # What a track can get, by name (tracks/tracks.yml explains each). Template files test these names, never a
 # track's id; every track lists every feature, so a template never meets a missing one.
 FEATURES: dict[str, Check] = {
@@ -89,7 +98,7 @@ _features.__doc__ = "a mapping of every feature (" + ", ".join(FEATURES) + ") to
 _TITLED = {"title": _str, "summary": _str}
 SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     "tracks": (
-        {**_TITLED, "architecture": _one_of("gpt2", "llama"), "features": _features, "gives": _str_list},
+        {**_TITLED, "architecture": _one_of(*ARCHITECTURES), "features": _features, "gives": _str_list},
         {"kv_head_ratio": _int(2)},
     ),
     "budgets": (
@@ -117,12 +126,12 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "vocab_size": _int(257),
             "micro_batch_size": _int(1),
             "batch_tokens": _int(1),
-            "lr": _num(0, 1, lo_open=True),
+            "lr": _LR,
             "warmup_steps": _int(0),
             "eval_interval": _int(1),
             "precision": _one_of("auto", "bf16", "fp16", "fp32"),
         },
-        {"max_steps": _int(1)},
+        {"max_steps": _int(1), "lr_by_architecture": _lr_by_architecture},
     ),
     "feature_notes": ({"title": _str, "note": _str}, {}),
     "data_sources": (_TITLED, {}),

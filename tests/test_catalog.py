@@ -61,6 +61,7 @@ def broken(tmp_path: Path):
         ("presets.yml", "    n_embd: 256\n", "    n_embd: 250\n", "presets.cpu: n_embd 250 is not divisible by n_head 4"),
         ("presets.yml", "  gpu-80gb:\n", "  gpu-80gb-old:\n", "no preset for budget 'gpu-80gb'"),
         ("presets.yml", "    vocab_size: 512\n", "    vocab_size: 100\n", "presets.tiny.vocab_size: expected an integer >= 257"),
+        ("presets.yml", "      gpt2: 1.0e-2", "      rnn: 1.0e-2", "presets.tiny.lr_by_architecture: expected a mapping of architectures"),
         ("choices.yml", "    title: MIT\n", "    title: '{{ x }}'\n", "choices.yml: line"),
         ("choices.yml", "licenses:\n", "licenses: [\n", "choices.yml: line"),
         ("choices.yml", "licenses:\n", "colours:\n", "choices.yml: colours: unknown section"),
