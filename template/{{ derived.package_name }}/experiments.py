@@ -9,6 +9,8 @@ Everything is seeded: the same machine gives the same numbers.
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 import math
@@ -339,6 +341,29 @@ def sampling(ctx: Context) -> Outcome:
                     "other_seed_differences": (sample(2) != first).sum().item()})
 
 
+def quantization(ctx: Context) -> Outcome:
+    """int8 and int4 weight-only quantization of a fresh tiny model: its logits stay close to fp32's."""
+    from .quantize import pack_int4, quantize_int4, quantize_model, unpack_int4, weight_bytes
+
+    model, g = tiny_model(), ctx.setup["group_size"]
+    x = random_ids(model.config.vocab_size, (2, model.config.block_size))
+    with torch.no_grad():
+        ref, _ = model(x)
+    measured: dict[str, float] = {}
+    for bits, group in ((8, None), (4, g)):
+        quantized = copy.deepcopy(model)
+        names = quantize_model(quantized, bits, group)
+        with torch.no_grad():
+            got, _ = quantized(x)
+        measured[f"int{bits}_logit_error"] = ((got.float() - ref).abs().max() / ref.abs().max()).item()
+        if bits == 8:
+            measured["int8_weight_share"] = weight_bytes(quantized, names) / weight_bytes(model, names)
+    w = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features % g == 0)
+    q, _, _ = quantize_int4(w.detach(), g)
+    measured["int4_pack_mismatches"] = (unpack_int4(pack_int4(q)) != q).sum().item()
+    return Outcome(measured)
+
+
 def distributed(ctx: Context) -> Outcome:
     """The tiny config for a few steps in 2 gloo processes (torchrun) and in 1 process: the same losses."""
     from .train import train
@@ -368,4 +393,5 @@ EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "model_causality": model_causality, "model_kv_cache": model_kv_cache, "model_init_loss": model_init_loss,
     "training_overfit": training_overfit, "lr_schedule": lr_schedule, "training_resume": training_resume,
     "training_1m": training_1m, "mixed_precision": mixed_precision, "distributed": distributed, "sampling": sampling,
+    "quantization": quantization,
 }
