@@ -88,10 +88,10 @@ FEATURE_VOCABULARY = {
 # The `activation` switch is an ablation; "activation checkpointing" and "activations" are not.
 ACTIVATION_SWITCH = r"""["']activation["']|\bactivation\s*[:=]|\.activation\b"""
 # The Llama model.py carries GQA, QK-norm and the ablation switches as runtime fields of its config by design (one
-# plain source per architecture; the researcher's configs turn them on), and tests/test_model.py tests the file it
-# ships, so only FSDP and WSD words are leaks in those two.
+# plain source per architecture; the researcher's configs turn them on); tests/test_model.py tests the file it ships,
+# and export.py maps those fields to Hugging Face's names. Only FSDP and WSD words are leaks in these three.
 MODEL_FEATURES = ("gqa", "qk_norm", "ablations")
-MODEL_FILES = ("model.py", "tests/test_model.py")
+MODEL_FILES = ("model.py", "tests/test_model.py", "export.py")
 
 
 @pytest.mark.parametrize(("track", "budget"), list(itertools.product(TRACKS, BUDGETS)))

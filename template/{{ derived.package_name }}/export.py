@@ -79,7 +79,7 @@ def _renames(config: GPTConfig) -> list[tuple[str, str]]:
                  ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")]
         pairs = [("tok_emb.weight", "transformer.wte.weight"), ("pos_emb.weight", "transformer.wpe.weight"),
                  ("ln_f.weight", "transformer.ln_f.weight"), ("ln_f.bias", "transformer.ln_f.bias")]
-        pairs += [(f"blocks.{{i}}.{a}.{p}", f"transformer.h.{{i}}.{b}.{p}")
+        pairs += [("blocks.{i}." + f"{a}.{p}", "transformer.h.{i}." + f"{b}.{p}")
                   for a, b in layer for p in ("weight", "bias")]
     else:
         layer = [("norm_1", "input_layernorm"), ("attn.q", "self_attn.q_proj"), ("attn.k", "self_attn.k_proj"),
@@ -89,7 +89,7 @@ def _renames(config: GPTConfig) -> list[tuple[str, str]]:
         if dataclasses.asdict(config).get("qk_norm"):
             layer += [("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")]
         pairs = [("tok_emb.weight", "model.embed_tokens.weight"), ("norm_f.weight", "model.norm.weight")]
-        pairs += [(f"blocks.{{i}}.{a}.weight", f"model.layers.{{i}}.{b}.weight") for a, b in layer]
+        pairs += [("blocks.{i}." + f"{a}.weight", "model.layers.{i}." + f"{b}.weight") for a, b in layer]
     if not config.tie_embeddings:
         pairs.append(("lm_head.weight", "lm_head.weight"))
     return [(ours.format(i=i), theirs.format(i=i)) for i in range(config.n_layer) for ours, theirs in pairs
