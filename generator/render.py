@@ -33,10 +33,12 @@ def check_destination(dest: Path) -> None:
         raise UserError(f"{dest} already exists and is not empty; choose a new folder (nothing was written)")
 
 
-# Copier runs code from a template only when trusted. llm-blueprint trusts exactly its own Jinja extension (the
-# numbers and answer checks of generator/formulas.py, loaded from the template repository itself) and nothing
-# else: a template with tasks, migrations or another extension is refused with a one-line error.
-OWN_EXTENSIONS = ["copier_template_extensions.TemplateExtensionLoader", "generator/formulas.py:Formulas"]
+# Copier runs code from a template only when trusted. llm-blueprint trusts exactly its own Jinja extensions (the
+# numbers and answer checks of generator/formulas.py and the roadmap's words of generator/roadmap_text.py, loaded
+# from the template repository itself) and nothing else: a template with tasks, migrations or another extension is
+# refused with a one-line error.
+OWN_EXTENSIONS = ["copier_template_extensions.TemplateExtensionLoader", "generator/formulas.py:Formulas",
+                  "generator/roadmap_text.py:RoadmapText"]
 
 
 def runs_only_own_code(source: TemplateSource) -> bool:

@@ -19,6 +19,7 @@ import yaml
 from generator.errors import UserError
 from generator.estimate import estimate
 from generator.roadmap_schema import PACKAGE_DIR, SNIPPET_ROOT
+from generator.roadmap_text import experiment_expected, project_command
 from generator.spec import TemplateSpec
 
 
@@ -99,20 +100,12 @@ def cut_snippet(source: str, start: str, end: str | None = None) -> tuple[int, s
     return first, textwrap.dedent("\n".join(lines[first - 1:last])) + "\n"
 
 
-def _command(derived: dict[str, Any], command: str) -> str:
-    return command if command.split()[0] == "pytest" else f"{derived['command']} {command}"
-
-
 def _experiment(step: dict[str, Any], track: str, derived: dict[str, Any]) -> dict[str, Any] | None:
     exp = step.get("experiment")
     if exp is None:
         return None
-    if "expected_from" in exp:
-        section, key = exp["expected_from"].split(".")
-        expected = derived[section][key]
-    else:
-        expected = exp["expected"][track] if isinstance(exp["expected"], dict) else exp["expected"]
-    return {**exp, "expected": expected, "command": _command(derived, exp["command"])}
+    return {**exp, "expected": experiment_expected(exp, track, derived),
+            "command": project_command(exp["command"], derived)}
 
 
 def rendered_checks(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -137,7 +130,7 @@ def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
         path = ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1)
         steps.append(Step(
             id=sid, number=number, data=data, estimate=entry, snippet=Snippet(path, first, code),
-            commands=[_command(derived, c) for c in data.get("commands", [])],
+            commands=[project_command(c, derived) for c in data.get("commands", [])],
             experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
             checks={name: c for name, c in checks.items() if c["step"] == data["title"]},
         ))

@@ -21,6 +21,7 @@ from pygments.token import Comment, Keyword, Name, Number, Operator, String
 from generator.errors import UserError
 from generator.roadmap import Roadmap, Step, attachment_ipynb, attachment_py
 from generator.roadmap_layout import layout
+from generator.roadmap_text import expected_text, figures_text
 
 FONTS = Path(__file__).parent / "fonts"
 FIXED_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)  # any constant: the bytes must not depend on the clock
@@ -42,17 +43,6 @@ def step_dest(step: Step) -> str:
 def attachment_names(step: Step) -> tuple[str, str]:
     stem = f"{step.number:02d}-{step.id}"
     return f"{stem}.py", f"{stem}.ipynb"
-
-
-def expected_text(exp: dict[str, Any]) -> str:
-    """'38 (exactly)', '2,358,208 within 2%', 'passed'."""
-    value = exp["expected"]
-    if isinstance(value, str):
-        return value
-    shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
-    if exp["tolerance"] == 0:
-        return f"{shown} (exactly)"
-    return f"{shown} within {exp['tolerance'] * 100:g}%" if exp.get("relative") else f"{shown} within {exp['tolerance']:g}"
 
 
 class RoadmapPDF(FPDF):
@@ -258,14 +248,14 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
         exp = step.experiment
         _heading(pdf, "Micro-experiment")
         _mono_line(pdf, exp["command"])
-        _para(pdf, f"Look at: {exp['observe']}. Expected: {expected_text(exp)}.", 9)
+        _para(pdf, f"Look at: {exp['observe']}. Expected: {expected_text(exp['expected'], exp)}.", 9)
     else:
         _para(pdf, "None yet: the template has no code for this step. Its explanation, tools, estimates and notes "
                    "stand on their own.", 9, "I", GREY)
     for name, check in step.checks.items():
         _heading(pdf, f"Check it: {check['title']}")
         _mono_line(pdf, f"{roadmap.derived['command']} check run {name}")
-        expected = "; ".join(f"{f['label']}: {f['text']}" for f in check["figures"].values())
+        expected = figures_text(check["figures"])
         _para(pdf, f"{check['observe']} ({'fast' if check['fast'] else 'slow'}, about {check['seconds']} s). "
                    f"Expected: {expected}.", 9)
 

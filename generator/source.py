@@ -23,8 +23,9 @@ from pathlib import Path
 from generator.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# What a template repository holds: copier.yml loads generator/formulas.py as a Jinja extension by its path.
-TEMPLATE_PARTS = ("copier.yml", "template", "tracks", "generator/formulas.py")
+# What a template repository holds: copier.yml loads these two modules as Jinja extensions by their paths.
+EXTENSION_MODULES = ("generator/formulas.py", "generator/roadmap_text.py")
+TEMPLATE_PARTS = ("copier.yml", "template", "tracks", *EXTENSION_MODULES)
 # Fixed identity and dates make a release's materialised commit the same bytes on every machine.
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "llm-blueprint",

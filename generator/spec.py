@@ -21,7 +21,8 @@ from generator.catalog import load_catalog
 from generator.errors import UserError
 
 # Copier renders every template with these filters (regex_search, to_nice_yaml, from_yaml, ...), then the
-# template's own `_jinja_extensions` (generator/formulas.py, loaded from the template root by its path).
+# template's own `_jinja_extensions` (generator/formulas.py and generator/roadmap_text.py, loaded from the template
+# root by their paths).
 _COPIER_EXTENSIONS = ["jinja2_ansible_filters.AnsibleCoreFiltersExtension"]
 _FALSE_STRINGS = {"", "false", "no", "none", "null", "0", "off"}
 
