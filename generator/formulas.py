@@ -153,6 +153,19 @@ def batch_plan(preset: Mapping[str, Any], world: int) -> dict[str, int]:
     return {"micro_batch_size": micro, "grad_accum": accum, "batch_tokens": accum * per_round}
 
 
+# Muennighoff et al. (2023, "Scaling Data-Constrained Language Models"): up to about 4 passes over the same data
+# train nearly as well as unique data; beyond that each further pass is worth less, and soon nothing.
+MAX_USEFUL_PASSES = 4
+
+
+def corpus_passes(catalog: Mapping[str, Any], data_source: str, derived: Mapping[str, Any]) -> float | None:
+    """How many times the plan reads its corpus; None when the corpus size is unknown (your own files)."""
+    corpus = catalog["steps"]["data_collection"]["estimate"]
+    if data_source != "shakespeare":
+        return None
+    return derived["plan"]["train_tokens"] / (corpus["shakespeare_mb"] * 1.0e6 / corpus["bytes_per_token"])
+
+
 def peak_tflops(budget: Mapping[str, Any], precision: str) -> float:
     """Peak dense TFLOP/s per device at the precision training multiplies in (bf16 unless fp32 is asked for)."""
     return budget["peak_tflops_fp32"] if precision == "fp32" else budget["peak_tflops_bf16"]

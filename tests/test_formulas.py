@@ -128,3 +128,19 @@ def test_batch_plan_by_hand() -> None:
     assert formulas.batch_plan(preset, 24) == {"micro_batch_size": 16, "grad_accum": 3, "batch_tokens": 2_359_296}
     # 4,096 GPUs: one sequence each is 8.4M tokens, more than the batch: the batch grows to that one round.
     assert formulas.batch_plan(preset, 4096) == {"micro_batch_size": 1, "grad_accum": 1, "batch_tokens": 2**23}
+
+
+def test_plan_warns_about_many_passes_over_a_small_corpus(spec: TemplateSpec) -> None:
+    """5.01 MB of plays at 4 bytes per token are 1.25 M tokens: the cluster's 72 h plan reads them thousands of
+    times, and the plan says so; a laptop hour is 37 passes; your own files have no known size, so no warning."""
+    from generator.plan import plan_rows
+
+    catalog = spec.catalog
+    cluster = formulas.derive(catalog, "demo", "researcher", "cluster", 4, 72)
+    passes = formulas.corpus_passes(catalog, "shakespeare", cluster)
+    assert passes == pytest.approx(cluster["plan"]["train_tokens"] / 1.2525e6)
+    assert passes > 1000
+    rows = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "shakespeare"}, cluster, catalog))
+    assert rows["data"].startswith(f"warning: {passes:,.0f} passes over the corpus; beyond 4")
+    files = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "files"}, cluster, catalog))
+    assert "data" not in files and formulas.corpus_passes(catalog, "files", cluster) is None
