@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .lock import RunLocked
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_REQUEUE = 75  # EX_TEMPFAIL (sysexits.h): stopped by a signal after saving; run the same command again
 
 
 def _positive_int(text: str) -> int:
@@ -79,16 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with the config's model and schedule; writes runs/<config>/.\n"
                                    "Under torchrun the same command trains data-parallel.\n\n"
                                    f"examples:\n  {COMMAND} train --config tiny\n"
-                                   f"  {COMMAND} train --config default --resume")
+                                   f"  {COMMAND} train --config default --resume auto\n\n"
+                                   "A stop signal (SIGTERM, SIGUSR1, Ctrl-C) saves at the next step boundary and\n"
+                                   f"exits with {EXIT_REQUEUE}: run the same command with --resume auto to continue.")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="override train.max_steps")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<config name>)")
     p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (faster on GPUs, slow start)")
+    p.add_argument("--resume", nargs="?", const=True, choices=["auto"],
+                   help="continue from the run directory's checkpoint; --resume auto: if there is one, else start "
+                        "(what restarted and requeued jobs run)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile each block (default: on CUDA; faster steps after a slower start)")
     p.add_argument("--seed", type=int, default=1337, help="seed for weights and batches (default: 1337)")
     p.add_argument("--auto-micro-batch", action="store_true",
                    help="on out-of-memory, halve the micro-batch and accumulate more (same global batch)")
+    p.add_argument("--profile", action="store_true",
+                   help="write a profiler trace of a few steps (and on CUDA a memory snapshot) to <run>/profile/")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print world size, batch per rank and in all, tokens per step, steps and the estimated "
+                        "time, and stop (WORLD_SIZE=N plans for N processes; torchrun sets it)")
 
     p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a trained model",
                        description="Load a checkpoint and continue a prompt.\n\n"
@@ -229,9 +241,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         train = _given(("max_steps", args.max_steps), ("auto_micro_batch", args.auto_micro_batch))
         cfg = load_config(args.config, overrides={"train": train})
+        if args.dry_run:
+            from .train import dry_run
+
+            print(dry_run(cfg, int(os.environ.get("WORLD_SIZE", "1"))))
+            return 0
         from .train import train
 
-        train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed)
+        train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed,
+              profile=args.profile)
         return 0
 
     if args.command == "generate":
@@ -323,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{COMMAND}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:
-        from .faults import OutOfMemory, TrainingDiverged  # torch is loaded by now
+        from .faults import OutOfMemory, Preempted, TrainingDiverged  # torch is loaded by now
 
+        if isinstance(e, Preempted):
+            print(f"{COMMAND}: stopped: {e}", file=sys.stderr)
+            return EXIT_REQUEUE
         if isinstance(e, (TrainingDiverged, OutOfMemory)):
             print(f"{COMMAND}: error: {e}", file=sys.stderr)
             return EXIT_FAILED
