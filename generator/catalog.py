@@ -71,6 +71,7 @@ FEATURES: dict[str, Check] = {
     "ablations": _bool,
     "wsd_schedule": _bool,
     "fsdp": _bool,
+    "lora": _bool,
 }
 
 
