@@ -72,6 +72,7 @@ FEATURES: dict[str, Check] = {
     "wsd_schedule": _bool,
     "fsdp": _bool,
     "lora": _bool,
+    "dpo": _bool,
 }
 
 

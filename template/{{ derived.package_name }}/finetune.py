@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +25,7 @@ import torch
 
 from . import distributed as D
 from . import task
-from .chat_format import SPECIAL_TOKENS, chat_tokenizer, check_messages, render
+from .chat_format import chat_tokenizer, check_messages, render
 from .checkpoint import CHECKPOINT, load_checkpoint, load_weights
 from .config import Config, DataConfig, TrainConfig, derived_values, format_derived
 from .faults import sigterm_as_ctrl_c
@@ -42,7 +41,7 @@ VAL_EVERY = 20  # --data: every 20th conversation is held out for validation
 
 @dataclasses.dataclass
 class FinetuneConfig:
-    method: str = "sft"  # sft (every weight trains) | lora (adapters only)
+    method: str = "sft"  # sft (every weight trains) | lora (adapters only) | dpo (preference pairs)
     data: str | None = None  # JSONL of conversations; None = the built-in task
     examples: int = 20_000  # built-in task: training conversations generated
     max_steps: int = 400
@@ -73,7 +72,10 @@ class ConversationRows:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random rows: x (B, T) ids, y (B, T) next ids, IGNORE where not trained or padded; T = longest row."""
         pick = torch.randint(len(self.rows), (batch_size * world_size,), generator=gen)[rank::world_size].tolist()
-        rows = [self.rows[i] for i in pick]
+        return self.stack([self.rows[i] for i in pick])
+
+    def stack(self, rows: list[tuple[list[int], list[bool]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """rows padded into x (B, T) and y (B, T), T the longest row."""
         T = max(len(ids) for ids, _ in rows) - 1
         x = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
         y = torch.full((len(rows), T), IGNORE, dtype=torch.long)
@@ -112,22 +114,20 @@ def conversations(fc: FinetuneConfig) -> tuple[list, list]:
             [c for i, c in enumerate(convs) if i % VAL_EVERY == VAL_EVERY - 1])
 
 
-def add_chat_tokens(model: GPT, tok: BPETokenizer, chat: BPETokenizer, cfg: Config, d: D.Dist, seed: int) -> GPT:
+def add_chat_tokens(model: GPT, chat: BPETokenizer, cfg: Config, d: D.Dist, seed: int) -> GPT:
     """A copy of `model` whose embedding (and output head) has rows for `chat`'s new special tokens.
 
-    A new row starts as the mean embedding of its name's tokens ("<|user|>" from "user"), so the tokens differ
-    from the start; this matters for LoRA, which never trains the embedding.
+    The new rows keep the fresh model's random init (N(0, 0.02)): each special token gets its own direction.
+    (Starting them from an existing token, e.g. "<|end|>" from "end", ties their output scores, and LoRA, which
+    never trains these rows, then cannot tell the turn end from the word.)
     """
     cfg.model["vocab_size"] = max(model.config.vocab_size, chat.vocab_size)
     grown = build_model(cfg, d, seed)
     state = model.state_dict()
     with torch.no_grad():
         for name in ("tok_emb.weight", "lm_head.weight"):
-            old = state[name]
-            new = grown.state_dict()[name]
-            new[:old.size(0)] = old
-            for special in SPECIAL_TOKENS:
-                new[chat.special_id(special)] = old[tok.encode_ordinary(special.strip("<|>"))].mean(0)
+            new = grown.state_dict()[name].clone()
+            new[:state[name].size(0)] = state[name]
             state[name] = new
     grown.load_state_dict(state)
     return grown
@@ -161,7 +161,8 @@ def starting_model(fc: FinetuneConfig, base: Path, run_dir: Path, resume: bool, 
 
     pretrained, tok, base_ck = load_model(base, "cpu")
     chat = chat_tokenizer(tok)
-    meta = {**base_ck["tokenizer"]["meta"], "vocab_size": chat.vocab_size}
+    meta = {**base_ck["tokenizer"]["meta"], "vocab_size": chat.vocab_size,
+            "prepared_dir": str(Path(base_ck["tokenizer"]["source"]).parent)}  # for eval's validation text
     if resume:
         path = run_dir / CHECKPOINT
         if not path.is_file():
@@ -176,7 +177,7 @@ def starting_model(fc: FinetuneConfig, base: Path, run_dir: Path, resume: bool, 
         load_weights(model, path, ck)
         return cfg, model, chat, meta, ck
     cfg = config_from_checkpoint(base_ck, fc, run_dir.name, d.world_size)
-    model = add_chat_tokens(pretrained.to(d.device), tok, chat, cfg, d, seed)
+    model = add_chat_tokens(pretrained.to(d.device), chat, cfg, d, seed)
     if fc.method == "lora":
         from .lora import apply_lora
 
@@ -189,13 +190,20 @@ def set_up(fc: FinetuneConfig, base: Path, run_dir: Path, resume: bool, d: D.Dis
     """A train.Run over conversation rows, starting from the pretrained model (or this run's checkpoint)."""
     cfg, raw, chat, meta, ck = starting_model(fc, base, run_dir, resume, d, seed)
     block = cfg.model["block_size"]
-    train_convs, val_convs = conversations(fc)
-    train_ds = ConversationRows([render(chat, c) for c in train_convs], block, chat.eot_id)
-    val_ds = ConversationRows([render(chat, c) for c in val_convs], block, chat.eot_id)
     model = D.parallelize(raw, d, compile=False)
+    if fc.method == "dpo":
+        from .dpo import DPOObjective, pair_rows
+
+        train_ds, val_ds = pair_rows(chat, fc.data, block)
+        model = DPOObjective(model, IGNORE)  # the loop's loss becomes DPO's; checkpoints still hold `raw`
+    else:
+        train_convs, val_convs = conversations(fc)
+        train_ds = ConversationRows([render(chat, c) for c in train_convs], block, chat.eot_id)
+        val_ds = ConversationRows([render(chat, c) for c in val_convs], block, chat.eot_id)
     precision = resolve_precision(cfg.train.precision, d.device)
     dv = derived_values(cfg, d.world_size, raw.num_params(), raw.flops_per_token())
-    dv["tokens_per_step"] = round(fc.micro_batch_size * d.world_size * train_ds.mean_length())  # rows, not blocks
+    # Rows are shorter than block_size: count the tokens they hold, for tokens/s and the printed batch.
+    dv["tokens_per_step"] = cfg.train.batch_tokens = round(fc.micro_batch_size * d.world_size * train_ds.mean_length())
     run = Run(cfg=cfg, d=d, dir=run_dir, raw=raw, model=model, opt=make_optimizer(raw, cfg.train.weight_decay, fc.lr, d.device),
               scaler=LossScaler(precision), gen=torch.Generator().manual_seed(seed), precision=precision, seed=seed,
               data_dir=run_dir, meta=meta, train_ds=train_ds, val_ds=val_ds,
@@ -244,6 +252,9 @@ def finetune(fc: FinetuneConfig, base: Path, *, out_dir: str | Path | None = Non
                     trainable, total = trainable_share(run.raw)
                     summary["trainable_share"] = round(trainable / total, 5)
                     summary["adapter"] = str(save_adapter(run.raw, lora_config(fc), run_dir / "adapter", str))
+                if fc.method == "dpo":
+                    summary["reward_margin"] = run.model.margins.mean().item()  # of the last validation batch
+                    say(f"DPO reward margin (chosen - rejected, validation): {summary['reward_margin']:.3f}")
                 if builtin:
                     summary["task_accuracy_before"] = before
                     summary["task_accuracy_after"] = task.accuracy(run.raw, chat, log=say)
