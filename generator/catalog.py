@@ -82,6 +82,8 @@ FEATURES: dict[str, Check] = {
     "ablations": _bool,
     "wsd_schedule": _bool,
     "fsdp": _bool,
+    "lora": _bool,
+    "dpo": _bool,
 }
 
 

@@ -138,6 +138,36 @@ def model_shape(track: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str
     return shape
 
 
+def batch_plan(preset: Mapping[str, Any], world: int) -> dict[str, int]:
+    """Micro-batch per process, gradient accumulation and global batch in tokens for `world` processes.
+
+    One round of micro-batches holds micro x block x world tokens. While a round holds more than the preset's
+    batch_tokens (many nodes), the micro-batch halves, down to one sequence per process. The accumulation is then
+    the whole number of rounds nearest to batch_tokens, at least 1, and the global batch is exactly that many
+    rounds: the trainer's steps hold what the plan counts, never a rounded-away or doubled batch. Only when one
+    sequence per process is already more than batch_tokens does the batch grow, to one round.
+    """
+    block, micro, wanted = preset["block_size"], preset["micro_batch_size"], preset["batch_tokens"]
+    while micro > 1 and micro * block * world > wanted:
+        micro //= 2
+    per_round = micro * block * world
+    accum = max(1, round(wanted / per_round))
+    return {"micro_batch_size": micro, "grad_accum": accum, "batch_tokens": accum * per_round}
+
+
+# Muennighoff et al. (2023, "Scaling Data-Constrained Language Models"): up to about 4 passes over the same data
+# train nearly as well as unique data; beyond that each further pass is worth less, and soon nothing.
+MAX_USEFUL_PASSES = 4
+
+
+def corpus_passes(catalog: Mapping[str, Any], data_source: str, derived: Mapping[str, Any]) -> float | None:
+    """How many times the plan reads its corpus; None when the corpus size is unknown (your own files)."""
+    corpus = catalog["steps"]["data_collection"]["estimate"]
+    if data_source != "shakespeare":
+        return None
+    return derived["plan"]["train_tokens"] / (corpus["shakespeare_mb"] * 1.0e6 / corpus["bytes_per_token"])
+
+
 def peak_tflops(budget: Mapping[str, Any], precision: str) -> float:
     """Peak dense TFLOP/s per device at the precision training multiplies in (bf16 unless fp32 is asked for)."""
     return budget["peak_tflops_fp32"] if precision == "fp32" else budget["peak_tflops_bf16"]
@@ -154,9 +184,9 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
     t, b, preset = catalog["tracks"][track], catalog["budgets"][budget], catalog["presets"][budget]
     n_nodes = int(nodes) if b.get("multi_node", False) else 1
     world = b["gpus_per_node"] * n_nodes
-    model = model_shape(t, preset)
+    model = {**model_shape(t, preset), **batch_plan(preset, world)}
     tokens_per_s = flops_per_s(b, world, preset["precision"]) / model["flops_per_token"]
-    max_steps = max(int(float(hours) * 3600 * tokens_per_s / preset["batch_tokens"]), 1)
+    max_steps = max(int(float(hours) * 3600 * tokens_per_s / model["batch_tokens"]), 1)
     return {
         "package_name": project_name.replace("-", "_"),
         "command": project_name,
@@ -177,7 +207,7 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
             "hours": float(hours),
             "tokens_per_s": int(tokens_per_s),
             "max_steps": max_steps,
-            "train_tokens": max_steps * preset["batch_tokens"],
+            "train_tokens": max_steps * model["batch_tokens"],
             "chinchilla_tokens": 20 * model["params"],
             "cost_usd": round(float(hours) * b["price_per_hour"] * n_nodes, 2),
         },

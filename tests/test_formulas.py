@@ -97,3 +97,50 @@ def test_the_template_reaches_the_same_functions(spec: TemplateSpec) -> None:
     namespace: dict = {}
     exec(source, namespace)
     assert [namespace["human"](n) for n in (512, 5_308_416, 1.34e15)] == ["512", "5.31 M", "1.34e+15"]
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 3, 4, 5, 7, 8, 16, 31, 32, 64, 100, 128, 256, 500, 512])
+def test_cluster_batch_never_rounds_away_or_doubles(spec: TemplateSpec, nodes: int) -> None:
+    """At any node count a step holds exactly the planned tokens, within 1.5x of the preset's batch while one
+    sequence per GPU fits in it, and the time the plan prices is the time its steps take."""
+    catalog = spec.catalog
+    preset = catalog["presets"]["cluster"]
+    derived = formulas.derive(catalog, "demo", "researcher", "cluster", nodes, 72)
+    m, plan, world = derived["model"], derived["plan"], derived["world_size"]
+    assert world == 8 * nodes and m["grad_accum"] >= 1 and m["micro_batch_size"] >= 1
+    assert m["batch_tokens"] == m["micro_batch_size"] * m["block_size"] * world * m["grad_accum"]
+    if m["block_size"] * world <= preset["batch_tokens"]:
+        assert preset["batch_tokens"] / 1.5 <= m["batch_tokens"] <= preset["batch_tokens"] * 1.5
+    else:  # one sequence per GPU is already more than the preset's batch: one round, nothing accumulated
+        assert m["micro_batch_size"] == 1 and m["grad_accum"] == 1
+    assert plan["train_tokens"] == plan["max_steps"] * m["batch_tokens"]
+    hours = plan["train_tokens"] / plan["tokens_per_s"] / 3600
+    assert hours == pytest.approx(72, rel=0.01)
+
+
+def test_batch_plan_by_hand() -> None:
+    preset = {"block_size": 2048, "micro_batch_size": 16, "batch_tokens": 2**21}
+    # 8 GPUs: a round is 16 x 2048 x 8 = 262,144 tokens; 8 rounds make the 2M batch.
+    assert formulas.batch_plan(preset, 8) == {"micro_batch_size": 16, "grad_accum": 8, "batch_tokens": 2**21}
+    # 256 GPUs (32 nodes): 16 sequences per GPU would be 4x the batch; 4 per GPU is exactly one round.
+    assert formulas.batch_plan(preset, 256) == {"micro_batch_size": 4, "grad_accum": 1, "batch_tokens": 2**21}
+    # 24 GPUs: 16 x 2048 x 24 = 786,432 per round; 2.67 rounds round to 3 (2.36M tokens, not the 0.79M of 1).
+    assert formulas.batch_plan(preset, 24) == {"micro_batch_size": 16, "grad_accum": 3, "batch_tokens": 2_359_296}
+    # 4,096 GPUs: one sequence each is 8.4M tokens, more than the batch: the batch grows to that one round.
+    assert formulas.batch_plan(preset, 4096) == {"micro_batch_size": 1, "grad_accum": 1, "batch_tokens": 2**23}
+
+
+def test_plan_warns_about_many_passes_over_a_small_corpus(spec: TemplateSpec) -> None:
+    """5.01 MB of plays at 4 bytes per token are 1.25 M tokens: the cluster's 72 h plan reads them thousands of
+    times, and the plan says so; a laptop hour is 37 passes; your own files have no known size, so no warning."""
+    from generator.plan import plan_rows
+
+    catalog = spec.catalog
+    cluster = formulas.derive(catalog, "demo", "researcher", "cluster", 4, 72)
+    passes = formulas.corpus_passes(catalog, "shakespeare", cluster)
+    assert passes == pytest.approx(cluster["plan"]["train_tokens"] / 1.2525e6)
+    assert passes > 1000
+    rows = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "shakespeare"}, cluster, catalog))
+    assert rows["data"].startswith(f"warning: {passes:,.0f} passes over the corpus; beyond 4")
+    files = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "files"}, cluster, catalog))
+    assert "data" not in files and formulas.corpus_passes(catalog, "files", cluster) is None

@@ -3,6 +3,8 @@
 A checkpoint is a pair of files in one directory:
   model.safetensors  the model's tensors (safe to share: loading it runs no code, other tools read it)
   ckpt.pt            optimizer and scaler states, step, RNG states, configs, data manifest hash
+  optimizer-NNNNNN/  sharded runs only: each rank's shard of the optimizer state, written with
+                     torch.distributed.checkpoint; ckpt.pt's "optimizer" then names this directory
 Both are written under temporary names and renamed into place, so a crash never leaves a truncated file,
 and both carry the same random save_id, so a crash between the two renames leaves a pair that
 load_checkpoint rejects instead of silently mixing weights and optimizer state from different steps.
@@ -40,6 +42,7 @@ TOKENIZER = "tokenizer.json"  # train copies the data's tokenizer into the run d
 BEST = "best"
 HISTORY = "checkpoints"
 REQUIRED_KEYS = ("step", "model_config", "optimizer", "rng", "save_id", "weights")
+SHARDS = "optimizer-*"  # sharded optimizer states, beside CHECKPOINT
 PICKLE_OVERHEAD = 1 << 20  # configs, RNG states and file headers on top of the tensors' bytes
 
 
@@ -93,6 +96,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, state: dict[str, Any]) -
         torch.save({**state, "weights": WEIGHTS, "save_id": save_id}, tmp)
     os.replace(tmp_weights, weights)
     os.replace(tmp, path)
+    for stale in path.parent.glob(SHARDS):  # sharded optimizer states that the new pair no longer names
+        if stale.name != state["optimizer"]:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -101,7 +107,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     weights_only=True: only tensors and plain Python values are unpickled, never arbitrary code.
     """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: tensors are read from the file as they are used, not copied into memory first on every rank
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as e:  # truncated, not a torch file, or holds pickled objects
         raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     missing = [k for k in REQUIRED_KEYS if k not in state] if isinstance(state, dict) else list(REQUIRED_KEYS)
@@ -171,6 +178,8 @@ def _snapshot(latest: Path, target: Path) -> None:
         for name in (CHECKPOINT, WEIGHTS, TOKENIZER):  # with its tokenizer, a copy is usable on its own
             if latest.with_name(name).is_file():
                 _link_or_copy(latest.with_name(name), tmp / name)
+        for shards in latest.parent.glob(SHARDS):
+            shutil.copytree(shards, tmp / shards.name, copy_function=_link_or_copy)
     replace_dir(tmp, target)
 
 

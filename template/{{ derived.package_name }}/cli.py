@@ -1,5 +1,5 @@
-"""Command line: prepare, train, generate, bench, tokenizer-eval, check, quantize, export, import-hf, plan.
-Also runs as `python -m <package>`.
+"""Command line: prepare, train, finetune, eval, generate, bench, tokenizer-eval, check, quantize, export,
+import-hf, plan. Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
 (an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .atomic import DiskFull
-from .config import COMMAND, PII_MODES, SOURCES, ConfigError, format_plan
+from .config import COMMAND, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
 from .lock import RunLocked
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_REQUEUE = 75  # EX_TEMPFAIL (sysexits.h): stopped by a signal after saving; run the same command again
 
 
 def _positive_int(text: str) -> int:
@@ -39,6 +41,14 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def _checkpoint_source(p: argparse.ArgumentParser, what: str) -> argparse._MutuallyExclusiveGroup:
+    """--run DIR or --checkpoint PATH: the checkpoint a command reads (`what` it is)."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", metavar="DIR", help=f"{what} run directory (default: the newest in runs/)")
+    src.add_argument("--checkpoint", metavar="PATH", help=f"{what} checkpoint file")
+    return src
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,16 +89,62 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with the config's model and schedule; writes runs/<config>/.\n"
                                    "Under torchrun the same command trains data-parallel.\n\n"
                                    f"examples:\n  {COMMAND} train --config tiny\n"
-                                   f"  {COMMAND} train --config default --resume")
+                                   f"  {COMMAND} train --config default --resume auto\n\n"
+                                   "A stop signal (SIGTERM, SIGUSR1, Ctrl-C) saves at the next step boundary and\n"
+                                   f"exits with {EXIT_REQUEUE}: run the same command with --resume auto to continue.")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="override train.max_steps")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<config name>)")
     p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (faster on GPUs, slow start)")
+    p.add_argument("--resume", nargs="?", const=True, choices=["auto"],
+                   help="continue from the run directory's checkpoint; --resume auto: if there is one, else start "
+                        "(what restarted and requeued jobs run)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile each block (default: on CUDA; faster steps after a slower start)")
     p.add_argument("--seed", type=int, default=1337, help="seed for weights and batches (default: 1337)")
     p.add_argument("--auto-micro-batch", action="store_true",
                    help="on out-of-memory, halve the micro-batch and accumulate more (same global batch)")
+    p.add_argument("--profile", action="store_true",
+                   help="write a profiler trace of a few steps (and on CUDA a memory snapshot) to <run>/profile/")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print world size, batch per rank and in all, tokens per step, steps and the estimated "
+                        "time, and stop (WORLD_SIZE=N plans for N processes; torchrun sets it)")
+
+    p = sub.add_parser("finetune", formatter_class=fmt, help="fine-tune a trained model on conversations",
+                       description="Supervised fine-tuning from a pretrained checkpoint on chat conversations (JSONL,\n"
+                                   "one {\"messages\": [{\"role\", \"content\"}, ...]} per line), or on the built-in\n"
+                                   "letter-sorting task without --data, which reports exact-match accuracy on held-out\n"
+                                   "prompts before and after. Writes runs/<run>-<method>/.\n\n"
+                                   f"examples:\n  {COMMAND} finetune --run runs/tiny\n"
+                                   f"  {COMMAND} finetune --run runs/tiny --method {FINETUNE_METHODS[-1]} --data chats.jsonl")
+    _checkpoint_source(p, "pretrained")
+    p.add_argument("--method", choices=list(FINETUNE_METHODS), default="sft", help="default: sft")
+    p.add_argument("--data", metavar="FILE", help="JSONL conversations (default: the built-in task)")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N", help="default: 400")
+    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: 1e-3)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="conversations per step (default: 32)")
+    if "lora" in FINETUNE_METHODS:
+        p.add_argument("--lora-r", type=_positive_int, metavar="R", help="LoRA rank (default: 8)")
+        p.add_argument("--lora-alpha", type=_positive_float, metavar="A", help="LoRA scale alpha (default: 16)")
+        p.add_argument("--lora-targets", metavar="NAME,...", help="module names to adapt (default: every Linear)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<pretrained run>-<method>)")
+    p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--seed", type=int, default=1337, help="seed for the new weights and batches (default: 1337)")
+
+    p = sub.add_parser("eval", formatter_class=fmt, help="evaluate checkpoints: loss, bits/byte, multiple choice",
+                       description="Validation loss, perplexity and bits per byte on the held-out data, multiple-choice\n"
+                                   "accuracy (acc, acc_norm) on local HellaSwag-, ARC- or plain-layout JSONL files, the\n"
+                                   "built-in task's accuracy for a fine-tuned model, and samples. Writes JSON and a\n"
+                                   "Markdown table (--out, .md beside it).\n\n"
+                                   f"examples:\n  {COMMAND} eval --run runs/tiny --mc data/arc.jsonl\n"
+                                   f"  {COMMAND} eval --compare runs/tiny runs/tiny-sft")
+    _checkpoint_source(p, "the").add_argument("--compare", nargs=2, metavar=("A", "B"), help="two run directories or checkpoints")
+    p.add_argument("--mc", nargs="+", default=[], metavar="FILE", help="multiple-choice JSONL files")
+    p.add_argument("--batches", type=_positive_int, default=20, metavar="N",
+                   help="validation batches of 8 windows (default: 20)")
+    p.add_argument("--out", metavar="PATH", help="JSON report (default: <run>/eval.json, or runs/compare.json)")
+    p.add_argument("--device", choices=devices, default="auto")
 
     p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a trained model",
                        description="Load a checkpoint and continue a prompt.\n\n"
@@ -229,9 +285,42 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         train = _given(("max_steps", args.max_steps), ("auto_micro_batch", args.auto_micro_batch))
         cfg = load_config(args.config, overrides={"train": train})
+        if args.dry_run:
+            from .train import dry_run
+
+            print(dry_run(cfg, int(os.environ.get("WORLD_SIZE", "1"))))
+            return 0
         from .train import train
 
-        train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed)
+        train(cfg, out_dir=args.out, device=args.device, resume=args.resume, compile=args.compile, seed=args.seed,
+              profile=args.profile)
+        return 0
+
+    if args.command == "finetune":
+        from .finetune import FinetuneConfig, finetune
+        from .generate import find_checkpoint
+
+        targets = getattr(args, "lora_targets", None)
+        fc = FinetuneConfig(**_given(
+            ("method", args.method), ("data", args.data), ("max_steps", args.max_steps), ("lr", args.lr),
+            ("micro_batch_size", args.batch_size), ("lora_r", getattr(args, "lora_r", None)),
+            ("lora_alpha", getattr(args, "lora_alpha", None)),
+            ("lora_targets", tuple(targets.split(",")) if targets else None)))
+        finetune(fc, find_checkpoint(args.run, args.checkpoint), out_dir=args.out, device=args.device,
+                 resume=args.resume, seed=args.seed)
+        return 0
+
+    if args.command == "eval":
+        from .evaluation import run_eval
+        from .generate import find_checkpoint
+
+        if args.compare:
+            paths = [find_checkpoint(checkpoint=p) if p.endswith(".pt") else find_checkpoint(run=p)
+                     for p in args.compare]
+        else:
+            paths = [find_checkpoint(args.run, args.checkpoint)]
+        out = Path(args.out) if args.out else Path("runs/compare.json") if args.compare else paths[0].parent / "eval.json"
+        run_eval(paths, [Path(f) for f in args.mc], out, args.batches, args.device)
         return 0
 
     if args.command == "generate":
@@ -323,8 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{COMMAND}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:
-        from .faults import OutOfMemory, TrainingDiverged  # torch is loaded by now
+        from .faults import OutOfMemory, Preempted, TrainingDiverged  # torch is loaded by now
 
+        if isinstance(e, Preempted):
+            print(f"{COMMAND}: stopped: {e}", file=sys.stderr)
+            return EXIT_REQUEUE
         if isinstance(e, (TrainingDiverged, OutOfMemory)):
             print(f"{COMMAND}: error: {e}", file=sys.stderr)
             return EXIT_FAILED

@@ -1,4 +1,5 @@
-"""What training does when something goes wrong: a stop signal, a step that does not fit in memory, NaN losses.
+"""What training does when something goes wrong: a stop signal (save at the next step boundary), a step that does
+not fit in memory, NaN losses.
 
 Kept out of train.py so the loop reads as the algorithm; each helper here is called from one place in it.
 """
@@ -23,24 +24,47 @@ class OutOfMemory(RuntimeError):
     """A training step did not fit in memory; the message names the knobs that reduce memory."""
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class Preempted(Exception):
+    """A stop signal arrived; the run saved a checkpoint at the next step boundary and stopped."""
+
+
+class StopFlag:
+    """Set by SIGTERM (SLURM's time limit or preemption, torchrun shutting down, `kill`), SIGUSR1 (SLURM's
+    `--signal=USR1@...`) or Ctrl-C. The handler only records the signal: the loop checks the flag between steps,
+    where every rank can agree to save (a signal raised inside a step would leave gradients, the optimizer
+    and the collectives half done). A second Ctrl-C stops at once, without saving."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "none"
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 
 @contextlib.contextmanager
-def sigterm_as_ctrl_c() -> Iterator[None]:
-    """Handle SIGTERM (SLURM time limit or preemption, `kill`) like Ctrl-C: the loop saves a checkpoint, then stops.
+def stop_signals() -> Iterator[StopFlag]:
+    """A StopFlag set by the stop signals while the block runs; the previous handlers come back after it.
 
-    Signal handlers can only be set from the main thread; elsewhere (a test runner's thread) this does nothing.
+    Signal handlers can only be set from the main thread; elsewhere (a test runner's thread) the flag stays unset.
     """
-    previous = None
+    flag = StopFlag()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        previous = {s: signal.signal(s, flag) for s in STOP_SIGNALS}
     try:
-        yield
+        yield flag
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def is_out_of_memory(e: BaseException) -> bool:

@@ -36,7 +36,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     kind = device.type
     if precision == "auto":
         if kind == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # Native bf16 only (Ampere and newer): V100 and T4 emulate it, far slower than their fp16 tensor cores.
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         if kind == "cpu":
             return "bf16" if cpu_has_native_bf16() else "fp32"
         return "fp32"

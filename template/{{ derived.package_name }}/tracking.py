@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+METRICS = "metrics.jsonl"  # in the run directory
 
 class MetricsLog:
     """Append rows to <run>/metrics.jsonl and mirror their numbers to the optional trackers."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], append: bool, enabled: bool = True):
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / METRICS
         self.file = open(self.path, "a" if append else "w") if enabled else None
         self.trackers: list[Any] = []
         if not enabled:
