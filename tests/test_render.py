@@ -57,6 +57,8 @@ def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, 
     files = rendered_files(project)
 
     for name, text in files.items():
+        if name == f"{package}/chat_format.py":
+            continue  # its CHAT_TEMPLATE is Jinja on purpose: transformers renders it from tokenizer_config.json
         leftovers = text.replace("${{", "") if name.startswith(".github/") else text
         assert "{{" not in leftovers and "{%" not in leftovers, f"unrendered Jinja in {name}"
     for name in ALWAYS + [f"{package}/{f}" for f in PACKAGE_FILES]:
