@@ -87,6 +87,14 @@ FEATURES: dict[str, Check] = {
 }
 
 
+_SIZE = {"n_layer": _int(1), "n_head": _int(1), "n_embd": _int(1), "lr": _LR}
+
+
+def _sizes(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(size, dict) and set(size) == set(_SIZE) and all(_SIZE[k](x) for k, x in size.items()) for size in v)
+
+
 def _features(v: Any) -> bool:
     return isinstance(v, dict) and set(v) == set(FEATURES) and all(FEATURES[k](x) for k, x in v.items())
 
@@ -94,7 +102,11 @@ def _features(v: Any) -> bool:
 _str.__doc__ = "a non-empty string"
 _str_list.__doc__ = "a non-empty list of strings"
 _bool.__doc__ = "true or false"
+_sizes.__doc__ = "a non-empty list of model sizes, each exactly n_layer, n_head, n_embd and lr"
 _features.__doc__ = "a mapping of every feature (" + ", ".join(FEATURES) + ") to its value"
+
+# The readers of the generated `prepare` (SOURCE_KINDS in the template's sources.py; a test keeps the two equal).
+DATA_READERS = ("shakespeare", "stdlib", "files", "jsonl", "parquet", "hf")
 
 # Per section: (required fields, optional fields). Every entry of the section must satisfy them.
 _TITLED = {"title": _str, "summary": _str}
@@ -117,7 +129,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "default_hours": _num(0, 10000, lo_open=True),
             "source": _str,  # where the peak FLOP/s, memory, MFU and price come from
         },
-        {"multi_node": _bool, "default_nodes": _int(2), "max_nodes": _int(2)},
+        {"multi_node": _bool, "default_nodes": _int(2), "max_nodes": _int(2), "default_data_source": _str},
     ),
     "presets": (
         {
@@ -133,10 +145,14 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "eval_interval": _int(1),
             "precision": _one_of("auto", "bf16", "fp16", "fp32"),
         },
-        {"max_steps": _int(1), "lr_by_architecture": _lr_by_architecture},
+        {"max_steps": _int(1), "lr_by_architecture": _lr_by_architecture, "sizes": _sizes},
     ),
     "feature_notes": ({"title": _str, "note": _str}, {}),
-    "data_sources": (_TITLED, {}),
+    "data_sources": (
+        {**_TITLED, "source": _str},
+        {"data_path": _str, "data_path_default": _str, "hf_name": _str, "licence": _str,
+         "mb": _num(0, lo_open=True), "streamed": _bool},
+    ),
     "licenses": (_TITLED, {}),
     "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py
     "checks": check_schema(_str),  # tracks/checks.yml, see generator/checks_schema.py
@@ -174,6 +190,15 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
             raise _fail("presets.yml", "presets", f"no preset for budget {budget!r}")
         if b.get("multi_node") and not {"default_nodes", "max_nodes"} <= set(b):
             raise _fail("budgets.yml", f"budgets.{budget}", "a multi_node budget needs default_nodes and max_nodes")
+        if b.get("default_data_source", "shakespeare") not in catalog["data_sources"]:
+            raise _fail("budgets.yml", f"budgets.{budget}.default_data_source",
+                        f"{b['default_data_source']!r} is not a data source in choices.yml")
+    for name, s in catalog["data_sources"].items():
+        if s["source"] not in DATA_READERS:
+            raise _fail("choices.yml", f"data_sources.{name}.source",
+                        f"expected one of {', '.join(DATA_READERS)}, got {s['source']!r}")
+        if s["source"] not in ("shakespeare", "stdlib") and ("data_path" in s) == ("data_path_default" in s):
+            raise _fail("choices.yml", f"data_sources.{name}", "give exactly one of data_path and data_path_default")
     if "tiny" not in catalog["presets"] or "max_steps" not in catalog["presets"]["tiny"]:
         raise _fail("presets.yml", "presets.tiny", "the tiny preset with max_steps is required")
     for name in catalog["feature_notes"]:
@@ -183,12 +208,14 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
         if t["features"]["gqa"] != ("kv_head_ratio" in t):
             raise _fail("tracks.yml", f"tracks.{track}", "kv_head_ratio is given exactly when features.gqa is true")
     ratios = [t.get("kv_head_ratio", 1) for t in catalog["tracks"].values()]
-    for name, p in catalog["presets"].items():
-        if p["n_embd"] % p["n_head"]:
-            raise _fail("presets.yml", f"presets.{name}", f"n_embd {p['n_embd']} is not divisible by n_head {p['n_head']}")
-        for ratio in ratios:
-            if p["n_head"] % ratio:
-                raise _fail("presets.yml", f"presets.{name}", f"n_head {p['n_head']} is not divisible by kv_head_ratio {ratio}")
+    for name, preset in catalog["presets"].items():
+        for i, p in enumerate([preset, *preset.get("sizes", [])]):
+            where = f"presets.{name}" + (f".sizes[{i - 1}]" if i else "")
+            if p["n_embd"] % p["n_head"]:
+                raise _fail("presets.yml", where, f"n_embd {p['n_embd']} is not divisible by n_head {p['n_head']}")
+            for ratio in ratios:
+                if p["n_head"] % ratio:
+                    raise _fail("presets.yml", where, f"n_head {p['n_head']} is not divisible by kv_head_ratio {ratio}")
     _check_steps(catalog, cli)
     _check_checks(catalog)
 

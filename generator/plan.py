@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator.formulas import MAX_USEFUL_PASSES, corpus_passes, human
+from generator.formulas import corpus_passes, human, passes_warning
 
 
 def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[str, Any]) -> list[tuple[str, str]]:
@@ -22,10 +22,7 @@ def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[st
     heads = f"{m['n_head']} heads" + (f", {m['n_kv_head']} key/value heads" if m["n_kv_head"] != m["n_head"] else "")
     arch = "GPT-2 style" if derived["architecture"] == "gpt2" else "Llama style"
     ratio = plan["train_tokens"] / plan["chinchilla_tokens"]
-    passes = corpus_passes(catalog, answers.get("data_source", ""), derived)
-    warning = [] if passes is None or passes <= MAX_USEFUL_PASSES else [
-        ("data", f"warning: {passes:,.0f} passes over the corpus; beyond {MAX_USEFUL_PASSES} each adds little "
-                 "(Muennighoff et al. 2023): use more text (--data-source files) or fewer hours")]
+    warning = passes_warning(corpus_passes(catalog, answers.get("data_source", ""), derived))
     return [
         ("track", f"{track['title']}: {track['summary']}"),
         ("budget", f"{budget['title']} ({hardware})"),
@@ -33,12 +30,13 @@ def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[st
         ("context", f"{m['block_size']} tokens, vocabulary {m['vocab_size']:,}"),
         ("training", f"{human(plan['train_tokens'])} tokens in {plan['max_steps']:,} steps of {human(m['batch_tokens'])} tokens"),
         ("compute-optimal", f"{human(plan['chinchilla_tokens'])} tokens (20 per parameter, Hoffmann et al. 2022): "
-                            f"the plan is {ratio:.2g}x that"),
+                            f"the plan is {ratio:.2g}x that; for this compute the optimal model has "
+                            f"{human(plan['compute_optimal_params'])} parameters"),
         ("throughput", f"~{human(plan['tokens_per_s'])} tokens/s at {budget['mfu']:.0%} MFU"),
         ("time", f"{plan['hours']:g} h of training"),
         ("cost", "free (your own machine)" if budget["price_per_hour"] == 0 else f"~${float(plan['cost_usd']):,.2f} "
                  f"at ${budget['price_per_hour']:g}/h{' per node' if derived['nodes'] > 1 else ''}"),
-        *warning,
+        *([("data", warning)] if warning else []),
     ]
 
 

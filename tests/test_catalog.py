@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import re
 
 from pathlib import Path
 
 import pytest
 
 from generator.source import copy_template
-from generator.catalog import catalog_files
+from generator.catalog import DATA_READERS, catalog_files
 from generator.errors import UserError
 from generator.spec import TemplateSpec
 
@@ -61,8 +63,15 @@ def broken(tmp_path: Path):
         ("presets.yml", "    n_embd: 256\n", "    n_embd: 250\n", "presets.cpu: n_embd 250 is not divisible by n_head 4"),
         ("presets.yml", "  gpu-80gb:\n", "  gpu-80gb-old:\n", "no preset for budget 'gpu-80gb'"),
         ("presets.yml", "    vocab_size: 512\n", "    vocab_size: 100\n", "presets.tiny.vocab_size: expected an integer >= 257"),
+        ("presets.yml", "n_embd: 2560, lr", "n_embd: 2500, lr", "presets.cluster.sizes[2]: n_embd 2500 is not divisible"),
+        ("presets.yml", "n_embd: 4096, lr", "n_embd: 4096, colour: red, lr", "presets.cluster.sizes: expected a non-empty list"),
         ("presets.yml", "      gpt2: 1.0e-2", "      rnn: 1.0e-2", "presets.tiny.lr_by_architecture: expected a mapping of architectures"),
         ("choices.yml", "    title: MIT\n", "    title: '{{ x }}'\n", "choices.yml: line"),
+        ("choices.yml", "    source: jsonl\n", "    source: csv\n", "data_sources.jsonl.source: expected one of shakespeare"),
+        ("choices.yml", "    source: jsonl\n", "    source: jsonl\n    data_path: x.jsonl\n",
+         "data_sources.jsonl: give exactly one of data_path and data_path_default"),
+        ("budgets.yml", "    default_data_source: fineweb-edu\n", "    default_data_source: web\n",
+         "budgets.gpu-24gb.default_data_source: 'web' is not a data source in choices.yml"),
         ("choices.yml", "licenses:\n", "licenses: [\n", "choices.yml: line"),
         ("choices.yml", "licenses:\n", "colours:\n", "choices.yml: colours: unknown section"),
     ],
@@ -73,3 +82,12 @@ def test_mistakes_are_reported_precisely(broken, file: str, old: str, new: str, 
 
 def test_multi_node_budget_needs_node_limits(broken) -> None:
     assert "needs default_nodes and max_nodes" in broken("budgets.yml", "    max_nodes: 512\n", "")
+
+
+def test_data_sources_name_the_readers_of_the_generated_prepare() -> None:
+    """The wizard offers a source for every reader of the generated sources.py, and names no reader it lacks."""
+    sources = (ROOT / "template" / "{{ derived.package_name }}" / "sources.py.jinja").read_text()
+    kinds = re.search(r"^SOURCE_KINDS = (\(.*\))$", sources, re.M)
+    assert kinds and ast.literal_eval(kinds.group(1)) == DATA_READERS
+    offered = {s["source"] for s in TemplateSpec(ROOT).catalog["data_sources"].values()}
+    assert offered == set(DATA_READERS)

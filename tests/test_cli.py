@@ -129,5 +129,6 @@ def test_estimate_prints_the_derived_plan(cli, spec) -> None:
                            "data_source": "shakespeare", "license": "MIT", "author": ""})
     assert derived["world_size"] == 64
     assert f"{derived['plan']['max_steps']:,} steps" in out
-    assert "64 GPUs" in out and "4 key/value heads" in out
+    # 8 nodes for 10 h make 2.58 B parameters compute-optimal: the 2.46 B size, 32 heads sharing 8 key/value heads.
+    assert "64 GPUs" in out and "32 heads, 8 key/value heads" in out and "optimal model has 2.58 B parameters" in out
     assert "$1,600.00" in out  # 10 h x $20/h x 8 nodes

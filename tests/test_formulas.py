@@ -118,6 +118,39 @@ def test_cluster_batch_never_rounds_away_or_doubles(spec: TemplateSpec, nodes: i
     assert hours == pytest.approx(72, rel=0.01)
 
 
+@pytest.mark.parametrize("track", ["practitioner", "researcher"])
+def test_cluster_model_grows_with_nodes_and_hours_up_to_what_fits(spec: TemplateSpec, track: str) -> None:
+    """The cluster's model is the largest of its sizes within the compute-optimal count (Hoffmann et al.) that
+    fits an 80 GB GPU, with activation checkpointing where only that fits; more compute never shrinks it."""
+    catalog = spec.catalog
+    capacity = catalog["budgets"]["cluster"]["memory_gb"] * 2**30
+    previous = 0
+    for nodes, hours in [(2, 2), (2, 12), (4, 12), (2, 72), (4, 72), (32, 72), (512, 72)]:
+        derived = formulas.derive(catalog, "demo", track, "cluster", nodes, hours)
+        m, plan = derived["model"], derived["plan"]
+        compute = formulas.flops_per_s(catalog["budgets"]["cluster"], 8 * nodes, "auto") * hours * 3600
+        assert plan["compute_optimal_params"] == int((compute / 120) ** 0.5)
+        assert m["params"] <= plan["compute_optimal_params"] and m["params"] >= previous
+        mem = formulas.memory(derived)
+        assert mem["total_ckpt"] <= capacity and m["activation_checkpointing"] == (mem["total"] > capacity)
+        previous = m["params"]
+    small = formulas.derive(catalog, "demo", track, "cluster", 2, 2)["model"]
+    default = formulas.derive(catalog, "demo", track, "cluster", 4, 72)["model"]
+    # 2 nodes for 2 h: about 580 M would be optimal, so a 350-400 M model; the default 4 nodes x 72 h: 2.5-2.8 B
+    # (the 4.9 B optimum, 6.7 B in the sizes, needs 107 GB per GPU for weights and AdamW state alone).
+    assert (small["n_embd"], default["n_embd"], default["n_layer"]) == (1024, 2560, 32)
+    assert default["activation_checkpointing"] and not small["activation_checkpointing"]
+    assert default["lr"] == 1.6e-4
+
+
+def test_fixed_budgets_keep_their_preset_model(spec: TemplateSpec) -> None:
+    """Only presets with `sizes` are sized by compute: a 24 GB GPU trains GPT-2 small whatever the hours."""
+    catalog = spec.catalog
+    for hours in (1, 12, 1000):
+        m = formulas.derive(catalog, "demo", "beginner", "gpu-24gb", 1, hours)["model"]
+        assert (m["n_layer"], m["n_embd"], m["activation_checkpointing"]) == (12, 768, False)
+
+
 def test_batch_plan_by_hand() -> None:
     preset = {"block_size": 2048, "micro_batch_size": 16, "batch_tokens": 2**21}
     # 8 GPUs: a round is 16 x 2048 x 8 = 262,144 tokens; 8 rounds make the 2M batch.
@@ -144,3 +177,30 @@ def test_plan_warns_about_many_passes_over_a_small_corpus(spec: TemplateSpec) ->
     assert rows["data"].startswith(f"warning: {passes:,.0f} passes over the corpus; beyond 4")
     files = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "files"}, cluster, catalog))
     assert "data" not in files and formulas.corpus_passes(catalog, "files", cluster) is None
+    # The estimate's (and so ROADMAP.md's) data collection step warns in the same words.
+    est = formulas.estimate(catalog, "researcher", "cluster", "shakespeare", cluster)
+    assert "warning: " + dict(est["steps"]["data_collection"]["rows"])["warning"] == rows["data"]
+    assert "warning" not in dict(formulas.estimate(catalog, "researcher", "cluster", "files", cluster)
+                                 ["steps"]["data_collection"]["rows"])
+
+
+def test_a_streamed_corpus_is_read_to_what_the_plan_trains_on(spec: TemplateSpec) -> None:
+    """FineWeb-Edu's 100B-token sample (450 GB at 4.5 bytes per token; the plan counts 4): the default cluster
+    plan reads it 1.4 times (no warning); 512 nodes for 72 h would read it 200 times, and the plan warns. A 24 GB
+    GPU's plan prepares only its own tokens, plus the 5% validation share."""
+    from generator.plan import plan_rows
+
+    catalog = spec.catalog
+    cluster = formulas.derive(catalog, "demo", "practitioner", "cluster", 4, 72)
+    tokens = cluster["plan"]["train_tokens"]
+    assert formulas.corpus_passes(catalog, "fineweb-edu", cluster) == pytest.approx(tokens / 1.125e11)
+    rows = dict(plan_rows({"track": "practitioner", "budget": "cluster", "data_source": "fineweb-edu"}, cluster, catalog))
+    assert "data" not in rows
+    huge = formulas.derive(catalog, "demo", "practitioner", "cluster", 512, 72)
+    rows = dict(plan_rows({"track": "practitioner", "budget": "cluster", "data_source": "fineweb-edu"}, huge, catalog))
+    assert rows["data"].startswith("warning: ") and formulas.corpus_passes(catalog, "fineweb-edu", huge) > 100
+    gpu = formulas.derive(catalog, "demo", "practitioner", "gpu-24gb", 1, 12)
+    est = formulas.estimate(catalog, "practitioner", "gpu-24gb", "fineweb-edu", gpu)["steps"]["data_collection"]
+    tokens = gpu["plan"]["train_tokens"]
+    assert dict(est["rows"])["corpus"].startswith(f"{tokens * 4 / 1e6:.3g} MB")  # what the plan reads, not 450 GB
+    assert formulas.prepare_bytes(catalog, gpu) == math.ceil(tokens * 4 / 0.95 / 1e9) * 10**9

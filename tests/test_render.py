@@ -177,6 +177,23 @@ def test_plain_copier_copy_is_byte_identical_to_the_wizard(cli, tmp_path: Path, 
     assert (tmp_path / "wizard" / ".copier-answers.yml").read_bytes() == (tmp_path / "plain" / ".copier-answers.yml").read_bytes()
 
 
+def test_gpu_budgets_default_to_a_streamed_web_corpus(cli, tmp_path: Path, template_repo: Path) -> None:
+    """A GPU plan trains on FineWeb-Edu through `datasets` (a dependency then), with its licence; a CPU one on
+    the plays; every source prepare reads is offered, with a path where it needs one."""
+    code, _, err = cli("new", str(tmp_path / "gpu"), "--yes", "--template", str(template_repo), "--budget", "gpu-24gb")
+    assert code == 0, err
+    data = yaml.safe_load((tmp_path / "gpu" / "configs" / "default.yml").read_text())["data"]
+    assert (data["source"], data["data_path"], data["hf_name"]) == ("hf", "HuggingFaceFW/fineweb-edu", "sample-100BT")
+    assert data["licence"] == "ODC-By-1.0" and data["max_bytes"] > 10**9
+    assert '"datasets>=' in (tmp_path / "gpu" / "pyproject.toml").read_text().split("[project.optional")[0]
+    code, _, err = cli("new", str(tmp_path / "own"), "--yes", "--template", str(template_repo), "--budget", "gpu-24gb",
+                       "--data-source", "parquet")
+    assert code == 0, err
+    data = yaml.safe_load((tmp_path / "own" / "configs" / "default.yml").read_text())["data"]
+    assert (data["source"], data["data_path"], data["licence"]) == ("parquet", "data/**/*.parquet", None)
+    assert "prepare --source parquet --data 'data/**/*.parquet'" in (tmp_path / "own" / "README.md").read_text()
+
+
 def test_every_answer_is_stored_and_nothing_derived_is(cli, tmp_path: Path, template_repo: Path, spec: TemplateSpec) -> None:
     code, _, err = cli("new", str(tmp_path / "p"), "--yes", "--template", str(template_repo),
                        "--budget", "cluster", "--data-source", "files")
