@@ -1,4 +1,4 @@
-"""Command line: prepare, train, generate, bench, tokenizer-eval, plan. Also runs as `python -m <package>`.
+"""Command line: prepare, train, generate, chat, bench, tokenizer-eval, plan. Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
 (an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
@@ -18,6 +18,7 @@ from .lock import RunLocked
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +41,45 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """Which checkpoint to load, and where: generate and chat."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
+    src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
+    """The fields of sampling.SamplingParams as flags."""
+    p.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens, metavar="N",
+                   help=f"default: {max_new_tokens}")
+    p.add_argument("--temperature", type=_non_negative_float, default=0.8, metavar="T", help="0: greedy (default: 0.8)")
+    p.add_argument("--top-k", type=_positive_int, default=50, metavar="K", help="default: 50")
+    p.add_argument("--top-p", type=_positive_float, default=1.0, metavar="P", help="nucleus sampling (default: 1, off)")
+    p.add_argument("--repetition-penalty", type=_positive_float, default=1.0, metavar="R", help="default: 1, off")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the text before this string (repeatable; \\n and \\t are understood)")
+    p.add_argument("--seed", type=int, default=1337, help="default: 1337")
+
+
+def _sampling_params(args: argparse.Namespace):
+    from .sampling import SamplingParams
+
+    stops = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop)
+    return SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=stops, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -49,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
                f"run '{COMMAND} <command> --help' for the options of each command",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    devices = ["auto", "cpu", "cuda", "mps"]
 
     p = sub.add_parser("prepare", formatter_class=fmt, help="clean, tokenize and shard the training text",
                        description="Read the source, clean and deduplicate it, scan it for personal data, write the\n"
@@ -82,29 +121,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="override train.max_steps")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<config name>)")
-    p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda, then mps, then cpu)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster on GPUs, slow start)")
     p.add_argument("--seed", type=int, default=1337, help="seed for weights and batches (default: 1337)")
     p.add_argument("--auto-micro-batch", action="store_true",
                    help="on out-of-memory, halve the micro-batch and accumulate more (same global batch)")
 
-    p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a trained model",
-                       description="Load a checkpoint and continue a prompt.\n\n"
-                                   f"example:\n  {COMMAND} generate --run runs/tiny --prompt 'ROMEO:' --seed 1")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
-    src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file")
-    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200, metavar="N", help="default: 200")
-    p.add_argument("--temperature", type=_positive_float, default=0.8, metavar="T", help="default: 0.8")
-    p.add_argument("--top-k", type=_positive_int, default=50, metavar="K", help="default: 50")
-    p.add_argument("--seed", type=int, default=1337, help="default: 1337")
-    p.add_argument("--device", choices=devices, default="auto")
+    p = sub.add_parser("generate", formatter_class=fmt, help="continue prompts with a trained model",
+                       description="Load a checkpoint and continue one prompt, streaming the text as it comes, or\n"
+                                   "several (--prompt repeated) as one batch. --temperature 0 is greedy decoding.\n\n"
+                                   f"examples:\n  {COMMAND} generate --run runs/tiny --prompt 'ROMEO:' --seed 1\n"
+                                   f"  {COMMAND} generate --prompt 'ROMEO:' --prompt 'JULIET:' --temperature 0 "
+                                   "--stop '\\n\\n'")
+    _add_model_flags(p)
+    p.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="text to continue; repeat for a batch (default: start a new document)")
+    _add_sampling_flags(p)
+
+    p = sub.add_parser("chat", formatter_class=fmt, help="talk with a trained model at the terminal",
+                       description="An interactive conversation: each line you type is a user message, and the\n"
+                                   "model's answer streams back. The oldest turns are dropped when the conversation\n"
+                                   "outgrows the context window. End with Ctrl-D.\n\n"
+                                   f"example:\n  {COMMAND} chat --run runs/tiny --max-new-tokens 40")
+    _add_model_flags(p)
+    _add_sampling_flags(p, max_new_tokens=40)
 
     p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
-                       description="train (the default): train a few steps on random tokens; generate: sampling\n"
-                                   "tokens/s with and without the KV cache; tokenizer: BPE training seconds and\n"
+                       description="train (the default): train a few steps on random tokens; generate: decoding\n"
+                                   "tokens/s with the KV cache at batch 1 and 8 (--batch-size: one size) in fp32 and\n"
+                                   "bf16 (--dtype: one precision); tokenizer: BPE training seconds and\n"
                                    "encoding MB/s on the built-in Shakespeare (--vocab-size, default 4096).\n"
                                    "Prints one JSON object on stdout\n"
                                    "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n"
@@ -116,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: train")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N", help="default: 10 (the first is warmup)")
-    p.add_argument("--device", choices=devices, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     for flag in ("n-layer", "n-head", "n-embd", "block-size", "batch-size", "vocab-size"):
         p.add_argument(f"--{flag}", type=_positive_int, metavar="N", help="override the config's value")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="override train.precision")
@@ -184,11 +230,23 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "generate":
-        from .generate import find_checkpoint, generate_text
+        from .generate import find_checkpoint, generate_texts
 
-        path = find_checkpoint(args.run, args.checkpoint)
-        print(generate_text(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed,
-                            args.device))
+        path, prompts = find_checkpoint(args.run, args.checkpoint), args.prompt or [""]
+        if len(prompts) == 1:  # one prompt streams to the terminal as it is decoded
+            print(prompts[0], end="", flush=True)
+            generate_texts(path, prompts, _sampling_params(args), args.device,
+                           on_text=lambda _, text: print(text, end="", flush=True))
+            print()
+        else:
+            print("\n-----\n".join(generate_texts(path, prompts, _sampling_params(args), args.device)))
+        return 0
+
+    if args.command == "chat":
+        from .chat import run_chat
+        from .generate import find_checkpoint
+
+        run_chat(find_checkpoint(args.run, args.checkpoint), _sampling_params(args), args.device)
         return 0
 
     if args.command == "plot":
@@ -226,7 +284,9 @@ def _run(args: argparse.Namespace) -> int:
                              block_size=args.block_size, batch_size=args.batch_size, vocab_size=args.vocab_size,
                              dtype=args.dtype)
         if args.action == "generate":
-            print(json.dumps(bench_generate(cfg, device=args.device)))
+            print(json.dumps(bench_generate(
+                cfg, device=args.device, batches=(args.batch_size,) if args.batch_size else (1, 8),
+                precisions=(args.dtype,) if args.dtype not in (None, "auto") else None)))
         else:
             print(json.dumps(bench(cfg, steps=args.steps, device=args.device, compile=args.compile)))
         return 0

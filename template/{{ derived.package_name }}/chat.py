@@ -1,0 +1,81 @@
+"""A conversation as one prompt: `chat` at the terminal, and the server's /v1/chat/completions.
+
+The model is a plain language model: it continues text. A conversation becomes text through chat_prompt(),
+one "role: content" line per message and a last "assistant:" for the model to continue, and the answer ends
+where the model starts the user's next line (STOP). That one function is the chat format; a fine-tuned chat
+template replaces it. fit_history() keeps the conversation within the context window by dropping its oldest
+turns first.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from .decoding import Decoder, Sequence, TextStream, run
+from .generate import load_model
+from .model import GPT
+from .sampling import SamplingParams
+from .tokenizer import BPETokenizer
+
+ROLES = ("system", "user", "assistant")
+STOP = ("\nuser:",)  # the model has begun to write the user's next turn: the answer is over
+
+
+def chat_prompt(messages: list[dict[str, str]]) -> str:
+    """The text the model continues for `messages` ({"role", "content"} each, roles in ROLES)."""
+    for m in messages:
+        if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise ValueError(f"a message needs a role ({', '.join(ROLES)}) and a text content, got {m!r}")
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def fit_history(tok: BPETokenizer, messages: list[dict[str, str]], budget: int) -> list[int]:
+    """The prompt's token ids for the longest tail of `messages` that fits in `budget` tokens.
+
+    A system message at the start stays; the oldest other messages go first. If the newest message alone is
+    too long, its newest `budget` tokens are kept.
+    """
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    rest = messages[len(system) :]
+    for first in range(len(rest)):
+        ids = tok.encode(chat_prompt(system + rest[first:]))
+        if len(ids) <= budget:
+            return ids
+    return tok.encode(chat_prompt(rest[-1:]))[-budget:]
+
+
+def chat(model: GPT, tok: BPETokenizer, params: SamplingParams, read: Callable[[str], str] = input,
+         write: Callable[[str], object] = sys.stdout.write) -> list[dict[str, str]]:
+    """Talk at the terminal until end of input (Ctrl-D); each answer streams as it is decoded. Returns the
+    conversation."""
+    params = replace(params, stop=tuple(params.stop) + STOP)
+    budget = model.config.block_size - params.max_tokens
+    if budget < 1:
+        raise ValueError(f"--max-new-tokens {params.max_tokens} leaves no room for the conversation in the "
+                         f"{model.config.block_size}-token context")
+    decoder = Decoder(model, max_batch=1, eot_id=tok.eot_id)
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            line = read("you> ")
+        except EOFError:
+            write("\n")
+            return messages
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        seq = Sequence(fit_history(tok, messages, budget), params, TextStream(tok, params.stop))
+        write("model>")
+        for events in run(decoder, [seq]):
+            write("".join(event.text for event in events))
+        write("\n")
+        messages.append({"role": "assistant", "content": seq.stream.text.strip()})
+
+
+def run_chat(path: Path, params: SamplingParams, device: str = "auto") -> None:
+    """`chat`: load the checkpoint and talk."""
+    model, tok, _ = load_model(path, device)
+    chat(model, tok, params)
