@@ -100,8 +100,17 @@ class Scheduler:
                 self.running.clear()
 
     def _deliver(self, events: list[Event]) -> None:
+        """Hand each event to its request's queue: one wake-up of each event loop per step, not one per event."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Event]]] = {}
         for event in events:
             request = self.running[event.seq]
             if event.finished:
                 del self.running[event.seq]
-            request.loop.call_soon_threadsafe(request.events.put_nowait, event)
+            by_loop.setdefault(request.loop, []).append((request, event))
+        for loop, pairs in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, pairs)
+
+
+def _put_all(pairs: list[tuple[Request, Event]]) -> None:
+    for request, event in pairs:
+        request.events.put_nowait(event)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException
 
 from .chat import STOP, chat_prompt
-from .decoding import Decoder, Event, Sequence, TextStream
+from .decoding import Decoder, Sequence, TextStream
 from .generate import load_model
 from .model import GPT
 from .sampling import SamplingParams
@@ -174,10 +175,8 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(stream(request, job, kind, meta, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text, reason = [], None
-        async for event in events_of(request, job):
-            text.append(event.text)
-            reason = job.seq.finish_reason
+        text = [piece async for piece in events_of(request, job)]
+        reason = job.seq.finish_reason
         if reason is None:  # the client went away
             return Response(status_code=499)
         choice = ({"index": 0, "message": {"role": "assistant", "content": "".join(text)}, "finish_reason": reason}
@@ -217,25 +216,29 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
         except ValueError as e:
             raise ApiError(400, str(e)) from None
 
-    async def events_of(request: Request, job: Job) -> AsyncIterator[Event]:
-        """The job's events as they come; cancels the job if the client disconnects or the handler is cancelled."""
+    async def events_of(request: Request, job: Job) -> AsyncIterator[str]:
+        """The job's new text as it comes: everything queued since the last read, joined, so a client that reads
+        slowly gets fewer, longer pieces. Cancels the job if the client disconnects or the handler is cancelled."""
         first = True
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(job.events.get(), timeout=1.0)
+                    events = [await asyncio.wait_for(job.events.get(), timeout=1.0)]
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         return
                     continue
-                if isinstance(event, Exception):
-                    raise ApiError(500, f"decoding failed: {event}", kind="server_error")
+                while not job.events.empty():
+                    events.append(job.events.get_nowait())
+                failed = [e for e in events if isinstance(e, Exception)]
+                if failed:
+                    raise ApiError(500, f"decoding failed: {failed[0]}", kind="server_error")
                 if first:
                     metrics.ttft.observe(time.monotonic() - job.submitted)
                     first = False
-                metrics.completion_tokens.inc()
-                yield event
-                if event.finished:
+                metrics.completion_tokens.inc(len(events))
+                yield "".join(e.text for e in events)
+                if events[-1].finished:
                     return
         finally:
             if job.seq.finish_reason is None:
@@ -259,9 +262,9 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
             yield sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                              "finish_reason": None}]})
         try:
-            async for event in events_of(request, job):
-                if event.text:
-                    yield piece(event.text, None)
+            async for text in events_of(request, job):
+                if text:
+                    yield piece(text, None)
         except ApiError as e:
             yield sse(e.body)
             return
@@ -300,8 +303,10 @@ async def read_json(request: Request, limit: int) -> dict:
 
 
 def serve(path: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, device: str = "auto",
-          max_batch: int = 8) -> None:
-    """Load the checkpoint at `path` and serve it until SIGTERM or Ctrl-C."""
+          max_batch: int = 8, threads: int = 1) -> None:
+    """Load the checkpoint at `path` and serve it until SIGTERM or Ctrl-C. `threads`: torch's threads for the
+    CPU's matmuls (see cli.py's --threads)."""
+    torch.set_num_threads(threads)
     model, tok, _ = load_model(path, device)
     block = model.config.block_size
     limits = Limits(max_prompt_tokens=block - 1, max_tokens=block - 1, max_batch=max_batch)
