@@ -49,8 +49,8 @@ def fit_history(tok: BPETokenizer, messages: list[dict[str, str]], budget: int) 
 
 def chat(model: GPT, tok: BPETokenizer, params: SamplingParams, read: Callable[[str], str] = input,
          write: Callable[[str], object] = sys.stdout.write) -> list[dict[str, str]]:
-    """Talk at the terminal until end of input (Ctrl-D); each answer streams as it is decoded. Returns the
-    conversation."""
+    """Talk at the terminal until end of input (Ctrl-D); each answer streams as it is decoded. Turn n samples
+    with seed + n, so the same conversation replays the same. Returns the conversation."""
     params = replace(params, stop=tuple(params.stop) + STOP)
     budget = model.config.block_size - params.max_tokens
     if budget < 1:
@@ -67,7 +67,8 @@ def chat(model: GPT, tok: BPETokenizer, params: SamplingParams, read: Callable[[
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        seq = Sequence(fit_history(tok, messages, budget), params, TextStream(tok, params.stop))
+        turn = params if params.seed is None else replace(params, seed=params.seed + len(messages) // 2)
+        seq = Sequence(fit_history(tok, messages, budget), turn, TextStream(tok, params.stop))
         write("model>")
         for events in run(decoder, [seq]):
             write("".join(event.text for event in events))

@@ -99,7 +99,7 @@ class Decoder:
 
     def __init__(self, model: GPT, max_batch: int, eot_id: int | None = None, dtype: torch.dtype | None = None):
         cfg = model.config
-        self.model, self.eot_id = model, eot_id
+        self.model, self.eot_id, self.max_batch = model, eot_id, max_batch
         self.device = next(model.parameters()).device
         # dtype: what the model's keys come out as (the autocast dtype under mixed precision)
         self.cache = KVCache(cfg.n_layer, max_batch, cfg.block_size, cfg.n_kv_head, cfg.n_embd // cfg.n_head,
@@ -109,7 +109,7 @@ class Decoder:
     @property
     def free(self) -> int:
         """How many more sequences add() can take now."""
-        return self.cache.start.size(0) - len(self.rows)
+        return self.max_batch - len(self.rows)
 
     @torch.no_grad()
     def add(self, seqs: list[Sequence]) -> list[Event]:

@@ -63,7 +63,7 @@ class Scheduler:
         with self._wake:
             if len(self.waiting) >= self.max_waiting:
                 raise Busy(f"{len(self.waiting)} requests are already waiting for one of "
-                           f"{self.decoder.cache.start.size(0)} decoding slots: try again later")
+                           f"{self.decoder.max_batch} decoding slots: try again later")
             self.waiting.append(request)
             self._wake.notify()
         return request
