@@ -66,8 +66,10 @@ def _non_negative_float(text: str) -> float:
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    """Which checkpoint to load, and where: generate, chat and serve."""
+    """Which checkpoint to load, and where: generate, chat and serve (read by _model_path)."""
     _checkpoint_source(p, "the")
+    p.add_argument("--quantized", action="store_true",
+                   help="the run's newest checkpoint written by `quantize` (<run>/int8/ or <run>/int4-g<N>/)")
     p.add_argument("--device", choices=DEVICES, default="auto")
 
 
@@ -82,6 +84,15 @@ def _add_sampling_flags(p: argparse.ArgumentParser, max_new_tokens: int = 200) -
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the text before this string (repeatable; \\n and \\t are understood)")
     p.add_argument("--seed", type=int, default=1337, help="default: 1337")
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    """The checkpoint that generate, chat and serve load: --checkpoint, --run or the newest, or with --quantized
+    the quantized one beside it."""
+    from .generate import find_checkpoint, find_quantized
+
+    path = find_checkpoint(args.run, args.checkpoint)
+    return find_quantized(path) if args.quantized else path
 
 
 def _sampling_params(args: argparse.Namespace):
@@ -416,9 +427,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "generate":
-        from .generate import find_checkpoint, generate_texts
+        from .generate import generate_texts
 
-        path, prompts = find_checkpoint(args.run, args.checkpoint), args.prompt or [""]
+        path, prompts = _model_path(args), args.prompt or [""]
         if len(prompts) == 1:  # one prompt streams to the terminal as it is decoded
             print(prompts[0], end="", flush=True)
             generate_texts(path, prompts, _sampling_params(args), args.device,
@@ -430,9 +441,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "chat":
         from .chat import run_chat
-        from .generate import find_checkpoint
 
-        run_chat(find_checkpoint(args.run, args.checkpoint), _sampling_params(args), args.device)
+        run_chat(_model_path(args), _sampling_params(args), args.device)
         return 0
 
     if args.command == "serve":
@@ -443,10 +453,9 @@ def _run(args: argparse.Namespace) -> int:
             return _serve_vllm(args)
         if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
             raise ValueError("serve needs FastAPI and uvicorn: pip install -e '.[serve]'")
-        from .generate import find_checkpoint
         from .serve import serve
 
-        serve(find_checkpoint(args.run, args.checkpoint), args.host, args.port, args.api_key, args.device,
+        serve(_model_path(args), args.host, args.port, args.api_key, args.device,
               args.max_batch, args.threads)
         return 0
 

@@ -40,6 +40,23 @@ def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None
     return path
 
 
+def find_quantized(path: Path) -> Path:
+    """`--quantized`: the newest checkpoint `quantize` wrote for the run of checkpoint `path` (quantized.json in
+    <run>/int8/, <run>/int4-g<N>/ or another folder of the run); `path` itself when it is one."""
+    if path.name == QUANT_CONFIG:
+        return path
+    found = sorted(path.parent.glob(f"*/{QUANT_CONFIG}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no quantized checkpoint in {path.parent}: run `quantize --run {path.parent} --bits 8` "
+                                "first")
+    return found[-1]
+
+
+def model_name(path: Path) -> str:
+    """What `serve` calls the model of checkpoint `path`: its run directory's name, e.g. tiny, or tiny-int8."""
+    return f"{path.parent.parent.name}-{path.parent.name}" if path.name == QUANT_CONFIG else path.parent.name
+
+
 def find_run(run: str | Path | None = None) -> Path:
     """--run DIR, else the run directory in runs/ whose metrics.jsonl changed last."""
     if run:

@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException
 
 from .chat_format import STOP, check_messages, render_ids
 from .decoding import Decoder, Sequence, TextStream
-from .generate import load_model
+from .generate import load_model, model_name
 from .model import GPT
 from .sampling import SamplingParams
 from .scheduler import Busy, Request as Job, Scheduler
@@ -307,7 +307,7 @@ def serve(path: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
     model, tok, _ = load_model(path, device)
     block = model.config.block_size
     limits = Limits(max_prompt_tokens=block - 1, max_tokens=block - 1, max_batch=max_batch)
-    model_id = path.parent.name
+    model_id = model_name(path)
     print(f"serving {model_id!r} ({path}) on http://{host}:{port}/v1", file=sys.stderr, flush=True)
     app = create_app(model, tok, model_id, limits, api_key)
     # uvicorn drains on SIGTERM, then raises the signal again for the handler it found: with this one, the
