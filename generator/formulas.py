@@ -379,6 +379,7 @@ NO_TIME = {
     "cleaning_pii": "part of the tokenizer step's time: prepare cleans, deduplicates and scans as it reads",
     "mixed_precision": "none of its own: it sets the training throughput above",
     "distributed": "none of its own: it sets the training throughput above",
+    "inference_server": "none of its own: the server runs for as long as it serves",
 }
 
 

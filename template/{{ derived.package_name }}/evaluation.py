@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from . import task
 from .chat_format import END
 from .data import TokenDataset
+from .decoding import continue_ids
+from .sampling import SamplingParams
 from .tokenizer import BPETokenizer
 from .train import EVAL_SEED, bytes_per_token
 
@@ -95,12 +97,11 @@ def multiple_choice(model: torch.nn.Module, tok: BPETokenizer, items: list[dict[
 def samples(model: torch.nn.Module, tok: BPETokenizer, ds: TokenDataset, n: int = 3, length: int = 24
             ) -> list[dict[str, str]]:
     """Greedy continuations of the first tokens of n validation windows: what the model writes."""
-    dev = next(model.parameters()).device
     gen = torch.Generator().manual_seed(EVAL_SEED)
     x, _ = ds.batch(n, length, gen)
-    out = model.generate(x.to(dev), length, temperature=0.0)
-    return [{"prompt": tok.decode(row[:length].tolist()), "continuation": tok.decode(row[length:].tolist())}
-            for row in out]
+    prompts = x.tolist()
+    out = continue_ids(model, prompts, SamplingParams(max_tokens=length, temperature=0.0))
+    return [{"prompt": tok.decode(p), "continuation": tok.decode(new)} for p, new in zip(prompts, out)]
 
 
 def evaluate_checkpoint(path: Path, mc_files: list[Path], batches: int = 20, device: str = "auto",

@@ -28,7 +28,10 @@ import torch
 
 from .config import REPO_ROOT, load_config
 from .data import TokenDataset, prepare
-from .model import GPT, GPTConfig, KVCache
+from .decoding import continue_ids
+from .kvcache import KVCache
+from .model import GPT, GPTConfig
+from .sampling import SamplingParams
 from .tokenizer import BPETokenizer
 
 SEED = 1337
@@ -208,7 +211,7 @@ def model_kv_cache(ctx: Context) -> Outcome:
     half = T // 2
     with torch.no_grad():
         full, _ = model(x)  # (2, T, V)
-        cache = KVCache(model.config.n_layer)
+        cache = KVCache.for_model(model.config, 2)
         pieces = [model(x[:, :half], cache=cache)[0]]
         pieces += [model(x[:, i : i + 1], cache=cache)[0] for i in range(half, T)]
     return Outcome({"max_difference": (torch.cat(pieces, dim=1) - full).abs().max().item()},
@@ -328,17 +331,28 @@ def mixed_precision(ctx: Context) -> Outcome:
 
 
 def sampling(ctx: Context) -> Outcome:
-    """generate() with a seeded generator: the same seed gives the same tokens, another seed others."""
+    """Decoding with a seed: the same seed gives the same tokens, another seed others."""
     model = tiny_model()
-    prompt = random_ids(model.config.vocab_size, (1, 8))
+    prompt = random_ids(model.config.vocab_size, (1, 8)).tolist()
 
     def sample(seed: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        return model.generate(prompt, ctx.setup["tokens"], temperature=0.8, top_k=50, generator=gen)[0, 8:]
+        params = SamplingParams(max_tokens=ctx.setup["tokens"], temperature=0.8, top_k=50, seed=seed)
+        return torch.tensor(continue_ids(model, prompt, params)[0])
 
     first = sample(1)
     return Outcome({"same_seed_differences": (sample(1) != first).sum().item(),
                     "other_seed_differences": (sample(2) != first).sum().item()})
+
+
+def batched_decoding(ctx: Context) -> Outcome:
+    """Greedy decoding of prompts of different lengths as one left-padded batch, against each prompt alone."""
+    model, s = tiny_model(), ctx.setup
+    prompts = [random_ids(model.config.vocab_size, (n,), seed=SEED + n).tolist() for n in s["lengths"]]
+    params = SamplingParams(max_tokens=s["tokens"], temperature=0)
+    together = continue_ids(model, prompts, params)
+    alone = [continue_ids(model, [p], params)[0] for p in prompts]
+    return Outcome({"differing_tokens": sum(a != b for x, y in zip(together, alone) for a, b in zip(x, y))},
+                   notes={"prompts": f"lengths {s['lengths']}, {s['tokens']} new tokens each"})
 
 
 def quantization(ctx: Context) -> Outcome:
@@ -393,5 +407,5 @@ EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "model_causality": model_causality, "model_kv_cache": model_kv_cache, "model_init_loss": model_init_loss,
     "training_overfit": training_overfit, "lr_schedule": lr_schedule, "training_resume": training_resume,
     "training_1m": training_1m, "mixed_precision": mixed_precision, "distributed": distributed, "sampling": sampling,
-    "quantization": quantization,
+    "quantization": quantization, "batched_decoding": batched_decoding,
 }

@@ -1,4 +1,4 @@
-"""Sample text from a trained checkpoint.
+"""Load a trained checkpoint and continue prompts with it (the batched decoding itself is in decoding.py).
 
 The checkpoint (ckpt.pt) is loaded with weights_only=True (tensors and plain values only), the model is rebuilt
 from the GPTConfig stored in it and filled from model.safetensors, and the tokenizer is the copy saved next
@@ -7,15 +7,19 @@ to the checkpoint by `train`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from .checkpoint import CHECKPOINT, TOKENIZER, load_checkpoint, load_weights
+from .decoding import generate
 from .distributed import pick_device
 from .model import GPT, GPTConfig
-from .tokenizer import BPETokenizer
-from .checkpoint import CHECKPOINT, TOKENIZER, load_checkpoint, load_weights
 from .quantize import QUANT_CONFIG, load_quantized
+from .sampling import SamplingParams
+from .tokenizer import BPETokenizer
 
 
 def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
@@ -34,6 +38,23 @@ def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
+
+
+def find_quantized(path: Path) -> Path:
+    """`--quantized`: the newest checkpoint `quantize` wrote for the run of checkpoint `path` (quantized.json in
+    <run>/int8/, <run>/int4-g<N>/ or another folder of the run); `path` itself when it is one."""
+    if path.name == QUANT_CONFIG:
+        return path
+    found = sorted(path.parent.glob(f"*/{QUANT_CONFIG}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no quantized checkpoint in {path.parent}: run `quantize --run {path.parent} --bits 8` "
+                                "first")
+    return found[-1]
+
+
+def model_name(path: Path) -> str:
+    """What `serve` calls the model of checkpoint `path`: its run directory's name, e.g. tiny, or tiny-int8."""
+    return f"{path.parent.parent.name}-{path.parent.name}" if path.name == QUANT_CONFIG else path.parent.name
 
 
 def find_run(run: str | Path | None = None) -> Path:
@@ -69,15 +90,13 @@ def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dic
     return model, tok, ck
 
 
-def generate_text(path: Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
-                  top_k: int | None = 50, seed: int = 1337, device: str = "auto") -> str:
-    """Prompt + continuation as text. The same seed gives the same text on the same machine."""
+def generate_texts(path: Path, prompts: list[str], params: SamplingParams, device: str = "auto",
+                   on_text: Callable[[int, str], None] | None = None) -> list[str]:
+    """Each prompt + its continuation, all prompts in one batch (decoding.py). Prompt i samples with seed + i,
+    so the same seed gives the same texts on the same machine. on_text(i, text) streams prompt i's new text."""
     model, tok, _ = load_model(path, device)
-    dev = next(model.parameters()).device
     # An empty prompt starts from the end-of-text token, i.e. "the beginning of a new document".
-    ids = tok.encode(prompt) if prompt else [tok.eot_id]
-    idx = torch.tensor([ids], dtype=torch.long, device=dev)  # (1, T)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen)  # (1, T + new)
-    new = out[0, len(ids):].tolist()
-    return prompt + tok.decode(new)
+    ids = [tok.encode(p) if p else [tok.eot_id] for p in prompts]
+    each = [params if params.seed is None else replace(params, seed=params.seed + i) for i in range(len(prompts))]
+    seqs = generate(model, tok, ids, each, on_text=on_text)
+    return [p + seq.stream.text for p, seq in zip(prompts, seqs)]

@@ -16,12 +16,15 @@ from typing import Callable, Iterator
 import torch
 
 from .chat_format import END, Message, render_ids
+from .decoding import continue_ids
+from .sampling import SamplingParams
 from .tokenizer import BPETokenizer
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MIN_LETTERS, MAX_LETTERS = 3, 5
 HELD_OUT = 200  # prompts kept for measuring accuracy
 SEED = 20240
+REPLY_BATCH = 16  # prompts decoding together: each holds a KV cache row as long as the context
 
 
 def make_example(rng: random.Random) -> tuple[str, str]:
@@ -59,20 +62,14 @@ def train_examples(n: int, seed: int = SEED + 1) -> Iterator[tuple[str, str]]:
             yield prompt, answer
 
 
-@torch.no_grad()
 def greedy_reply(model: torch.nn.Module, tok: BPETokenizer, prompts: list[str], max_new_tokens: int = 16
                  ) -> list[str]:
-    """The model's greedy answers to `prompts`, each cut at its first <|end|>. One batch: the prompts of this
-    task differ in length, so each is decoded on its own (the KV cache makes that cheap)."""
-    dev = next(model.parameters()).device
+    """The model's greedy answers to `prompts`, each cut at its first <|end|>, decoded as one left-padded batch."""
     end = tok.special_id(END)
-    out = []
-    for prompt in prompts:
-        ids = render_ids(tok, conversation(prompt))
-        idx = torch.tensor([ids], device=dev)
-        new = model.generate(idx, max_new_tokens, temperature=0.0)[0, len(ids):].tolist()
-        out.append(tok.decode(new[:new.index(end)] if end in new else new))
-    return out
+    ids = [render_ids(tok, conversation(prompt)) for prompt in prompts]
+    news = continue_ids(model, ids, SamplingParams(max_tokens=max_new_tokens, temperature=0.0), eot_id=end,
+                        max_batch=REPLY_BATCH)
+    return [tok.decode(new[:new.index(end)] if end in new else new) for new in news]
 
 
 def accuracy(model: torch.nn.Module, tok: BPETokenizer, examples: list[tuple[str, str]] | None = None,
