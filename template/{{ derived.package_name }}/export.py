@@ -96,6 +96,12 @@ def _renames(config: GPTConfig) -> list[tuple[str, str]]:
             if "{i}" in ours or i == 0]
 
 
+def hf_module_names(config: GPTConfig) -> dict[str, str]:
+    """Our module name -> the Hugging Face one, per weight matrix (blocks.0.attn.q -> model.layers.0.self_attn.q_proj):
+    the names PEFT's adapter files use."""
+    return {a.removesuffix(".weight"): b.removesuffix(".weight") for a, b in _renames(config) if a.endswith(".weight")}
+
+
 def _transposed(hf_name: str) -> bool:
     """GPT-2's Conv1D matrices are stored (in, out): transpose them on the way in and out."""
     return ARCHITECTURE == "gpt2" and hf_name.endswith(".weight") and any(
