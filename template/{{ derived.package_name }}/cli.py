@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .atomic import DiskFull
-from .config import COMMAND, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
+from .config import COMMAND, FINETUNE_LR, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
 from .lock import RunLocked
 
 EXIT_BAD_INPUT = 2
@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=list(FINETUNE_METHODS), default="sft", help="default: sft")
     p.add_argument("--data", metavar="FILE", help="JSONL conversations (default: the built-in task)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="default: 400")
-    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: 1e-3)")
+    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: "
+                   + ", ".join(f"{m} {lr:g}" for m, lr in FINETUNE_LR.items()) + ")")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", help="conversations per step (default: 32)")
     if "lora" in FINETUNE_METHODS:
         p.add_argument("--lora-r", type=_positive_int, metavar="R", help="LoRA rank (default: 8)")
