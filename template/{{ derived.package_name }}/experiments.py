@@ -419,7 +419,8 @@ def sft_task(ctx: Context) -> Outcome:
     train(cfg, out_dir=ctx.work / "pretrained", device="cpu", seed=s["seed"], log=quiet)
     summary = finetune(FinetuneConfig(max_steps=s["finetune_steps"]), ctx.work / "pretrained" / "ckpt.pt",
                        out_dir=ctx.work / "sft", device="cpu", seed=s["seed"], log=ctx.log)
-    return Outcome({"accuracy_before": summary["task_accuracy_before"], "accuracy_after": summary["task_accuracy_after"]},
+    return Outcome({"accuracy_before": summary["task_accuracy_before"],
+                    "accuracy_after": summary["task_accuracy_after"]},
                    notes={"finetune_s": summary["time_s"], "run": str(ctx.work / "sft")})
 
 
