@@ -84,6 +84,7 @@ FEATURES: dict[str, Check] = {
     "fsdp": _bool,
     "lora": _bool,
     "dpo": _bool,
+    "qlora": _bool,
 }
 
 
@@ -207,6 +208,8 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
     for track, t in catalog["tracks"].items():
         if t["features"]["gqa"] != ("kv_head_ratio" in t):
             raise _fail("tracks.yml", f"tracks.{track}", "kv_head_ratio is given exactly when features.gqa is true")
+        if t["features"]["qlora"] and not t["features"]["lora"]:
+            raise _fail("tracks.yml", f"tracks.{track}", "features.qlora needs features.lora (qlora.py builds on lora.py)")
     ratios = [t.get("kv_head_ratio", 1) for t in catalog["tracks"].values()]
     for name, preset in catalog["presets"].items():
         for i, p in enumerate([preset, *preset.get("sizes", [])]):

@@ -1,7 +1,8 @@
 """Schema of tracks/checks.yml's `checks` section (the generated repository's `check` command), for catalog.py.
 
 Field checks are callables with a docstring that the catalog's error messages quote; `cross_check` enforces the
-rules between a check and the other sections: its roadmap step exists, per-track values name every track,
+rules between a check and the other sections: its roadmap step exists, its feature (if any) is a true/false track
+feature, per-track values name every track,
 `from_catalog` setup values resolve, and the figures' kinds of expectation are consistent.
 """
 
@@ -86,7 +87,7 @@ def check_schema(text: Check) -> tuple[dict[str, Check], dict[str, Check]]:
     """(required, optional) fields of a check, for catalog.SCHEMA; `text` is the catalog's own check."""
     required = {"step": text, "title": text, "observe": text, "fast": flag, "seconds": seconds, "look_at": look_at,
                 "figures": figures}
-    return required, {"setup": setup}
+    return required, {"setup": setup, "feature": text}
 
 
 def _fail(where: str, message: str) -> UserError:
@@ -96,9 +97,12 @@ def _fail(where: str, message: str) -> UserError:
 def cross_check(catalog: dict[str, Any]) -> None:
     """Rules between the checks and the steps, tracks and other sections."""
     tracks = set(catalog["tracks"])
+    switches = {k for k, v in next(iter(catalog["tracks"].values()))["features"].items() if isinstance(v, bool)}
     for name, c in catalog["checks"].items():
         if c["step"] not in catalog["steps"]:
             raise _fail(f"{name}.step", f"unknown roadmap step {c['step']!r}")
+        if "feature" in c and c["feature"] not in switches:
+            raise _fail(f"{name}.feature", f"not a true/false track feature (known: {', '.join(sorted(switches))})")
         for fname, f in c["figures"].items():
             for key in ("expected", "at_most", "at_least"):
                 if isinstance(f.get(key), dict) and set(f[key]) != tracks:

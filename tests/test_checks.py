@@ -45,8 +45,10 @@ def test_rendered_checks_validate(spec: TemplateSpec, track: str, budget: str) -
     checks = rendered_checks(spec, answers(track, budget), derived)
     steps = spec.catalog["steps"]
     present = {s["title"] for s in steps.values() if step_applies(s, track, budget)[0]}
-    assert set(checks) == {n for n, c in spec.catalog["checks"].items() if steps[c["step"]]["title"] in present}
+    assert set(checks) == {n for n, c in spec.catalog["checks"].items()
+                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)}
     assert ("distributed" in checks) == derived["multi_gpu"]
+    assert ("lora_init" in checks) == derived["features"]["lora"]
     assert set(checks) <= experiment_names()
     for name, c in checks.items():
         assert c["step"] in present and isinstance(c["fast"], bool) and c["seconds"] >= 1, name
@@ -87,6 +89,7 @@ def test_every_step_with_code_has_a_check_shown_in_the_roadmap(spec: TemplateSpe
         ("        expected: 6\n        tolerance: 0\n", "        expected: 6\n", "checks.data_pii.figures: expected"),
         ("      mfu: from_catalog budgets.cpu.mfu", "      mfu: from_catalog budgets.tpu.mfu", "does not resolve (no 'tpu')"),
         ("    fast: true\n", "    fast: yes please\n", "checks.data_manifest.fast: expected true or false"),
+        ("    feature: lora\n", "    feature: explain\n", "checks.lora_init.feature: not a true/false track feature"),
     ],
 )
 def test_check_mistakes_are_reported_precisely(broken, old: str, new: str, expected: str) -> None:  # noqa: F811

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .atomic import DiskFull
-from .config import COMMAND, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
+from .config import COMMAND, FINETUNE_LR, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
 from .lock import RunLocked
 
 EXIT_BAD_INPUT = 2
@@ -172,12 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=list(FINETUNE_METHODS), default="sft", help="default: sft")
     p.add_argument("--data", metavar="FILE", help="JSONL conversations (default: the built-in task)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="default: 400")
-    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: 1e-3)")
+    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: "
+                   + ", ".join(f"{m} {lr:g}" for m, lr in FINETUNE_LR.items()) + ")")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", help="conversations per step (default: 32)")
     if "lora" in FINETUNE_METHODS:
         p.add_argument("--lora-r", type=_positive_int, metavar="R", help="LoRA rank (default: 8)")
         p.add_argument("--lora-alpha", type=_positive_float, metavar="A", help="LoRA scale alpha (default: 16)")
         p.add_argument("--lora-targets", metavar="NAME,...", help="module names to adapt (default: every Linear)")
+    if "qlora" in FINETUNE_METHODS:
+        p.add_argument("--qlora-bits", type=int, choices=[4, 8], help="qlora: the frozen base's bits (default: 4)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<pretrained run>-<method>)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda, then mps, then cpu)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
@@ -408,7 +411,8 @@ def _run(args: argparse.Namespace) -> int:
             ("method", args.method), ("data", args.data), ("max_steps", args.max_steps), ("lr", args.lr),
             ("micro_batch_size", args.batch_size), ("lora_r", getattr(args, "lora_r", None)),
             ("lora_alpha", getattr(args, "lora_alpha", None)),
-            ("lora_targets", tuple(targets.split(",")) if targets else None)))
+            ("lora_targets", tuple(targets.split(",")) if targets else None),
+            ("qlora_bits", getattr(args, "qlora_bits", None))))
         finetune(fc, find_checkpoint(args.run, args.checkpoint), out_dir=args.out, device=args.device,
                  resume=args.resume, seed=args.seed)
         return 0

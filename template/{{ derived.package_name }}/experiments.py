@@ -402,10 +402,46 @@ def distributed(ctx: Context) -> Outcome:
                     "loss_difference": max(abs(a[k] - b[k]) for k in a) if a.keys() == b.keys() else math.inf})
 
 
+def lora_init(ctx: Context) -> Outcome:
+    """LoRA on a fresh tiny model: nothing changes at init (B = 0); merged equals unmerged once B is not zero."""
+    from .lora import LoRAConfig, apply_lora, lora_layers, set_merged
+
+    model = tiny_model()
+    x = random_ids(model.config.vocab_size, (2, model.config.block_size))
+    with torch.no_grad():
+        base = model(x)[0]
+        apply_lora(model, LoRAConfig())
+        at_init = model(x)[0]
+        for layer in lora_layers(model).values():  # as after training
+            layer.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(SEED))
+        unmerged = model(x)[0]
+        set_merged(model, True)
+        merged = model(x)[0]
+    return Outcome({"init_difference": (at_init - base).abs().max().item(),
+                    "merged_difference": (merged - unmerged).abs().max().item()},
+                   notes={"adapted_change": f"{(unmerged - base).abs().max().item():.3g} (the random B matter)"})
+
+
+def sft_task(ctx: Context) -> Outcome:
+    """Pretrain the tiny config on the plays, then SFT on the built-in task: held-out exact match before/after."""
+    from .finetune import FinetuneConfig, finetune
+    from .train import train
+
+    s = ctx.setup
+    data = shakespeare_slice(load_config("tiny").model["vocab_size"], None)
+    cfg = load_config("tiny", overrides={"train": {"max_steps": s["pretrain_steps"]}, "data": {"dir": str(data)}})
+    train(cfg, out_dir=ctx.work / "pretrained", device="cpu", seed=s["seed"], log=quiet)
+    summary = finetune(FinetuneConfig(max_steps=s["finetune_steps"]), ctx.work / "pretrained" / "ckpt.pt",
+                       out_dir=ctx.work / "sft", device="cpu", seed=s["seed"], log=ctx.log)
+    return Outcome({"accuracy_before": summary["task_accuracy_before"],
+                    "accuracy_after": summary["task_accuracy_after"]},
+                   notes={"finetune_s": summary["time_s"], "run": str(ctx.work / "sft")})
+
+
 EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "data_manifest": data_manifest, "data_pii": data_pii, "tokenizer": tokenizer, "data_shards": data_shards,
     "model_causality": model_causality, "model_kv_cache": model_kv_cache, "model_init_loss": model_init_loss,
     "training_overfit": training_overfit, "lr_schedule": lr_schedule, "training_resume": training_resume,
     "training_1m": training_1m, "mixed_precision": mixed_precision, "distributed": distributed, "sampling": sampling,
-    "quantization": quantization, "batched_decoding": batched_decoding,
+    "quantization": quantization, "batched_decoding": batched_decoding, "lora_init": lora_init, "sft_task": sft_task,
 }

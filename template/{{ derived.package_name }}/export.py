@@ -2,7 +2,8 @@
 
 `export --format hf OUT` writes what `AutoModelForCausalLM.from_pretrained(OUT)` loads, and what vLLM serves:
 config.json, model.safetensors, generation_config.json, tokenizer.json with tokenizer_config.json (the
-end-of-text token as bos, eos and pad), and a model card (README.md, see model_card.py).
+end-of-text token as bos, eos and pad; for a fine-tuned model with the chat tokens, chat_format.CHAT_TEMPLATE as
+its `chat_template`), and a model card (README.md, see model_card.py).
 
 Which class: the GPT-2 style model is `GPT2LMHeadModel`, the Llama style `LlamaForCausalLM`, and the Llama style
 with QK-norm `Qwen3ForCausalLM` (Qwen3 is Llama plus an RMSNorm on each head's query and key before RoPE). The
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .chat_format import CHAT_TEMPLATE, END
 from .config import ARCHITECTURE
 from .model import GPT, GPTConfig
 
@@ -96,6 +98,12 @@ def _renames(config: GPTConfig) -> list[tuple[str, str]]:
             if "{i}" in ours or i == 0]
 
 
+def hf_module_names(config: GPTConfig) -> dict[str, str]:
+    """Our module name -> the Hugging Face one, per weight matrix (blocks.0.attn.q -> model.layers.0.self_attn.q_proj):
+    the names PEFT's adapter files use."""
+    return {a.removesuffix(".weight"): b.removesuffix(".weight") for a, b in _renames(config) if a.endswith(".weight")}
+
+
 def _transposed(hf_name: str) -> bool:
     """GPT-2's Conv1D matrices are stored (in, out): transpose them on the way in and out."""
     return ARCHITECTURE == "gpt2" and hf_name.endswith(".weight") and any(
@@ -148,9 +156,11 @@ def export_hf(ckpt: Path, out: Path) -> Path:
     hf.save_pretrained(out)
     tok.save(out / "tokenizer.json")
     (out / "merges.txt").unlink()  # tokenizer.json holds the merges; keep the folder what transformers expects
+    chat_template = CHAT_TEMPLATE if END in tok.special else None  # a fine-tuned model knows the chat tokens
     fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"), bos_token=EOT,
-                                                eos_token=EOT, pad_token=EOT, model_max_length=model.config.block_size)
-    fast.save_pretrained(out)
+                                                eos_token=EOT, pad_token=EOT, model_max_length=model.config.block_size,
+                                                chat_template=chat_template)
+    fast.save_pretrained(out, save_jinja_files=False)  # the template inside tokenizer_config.json, as vLLM reads it
     write_model_card(out, ckpt, ck, model, type(hf).__name__)
     return out
 

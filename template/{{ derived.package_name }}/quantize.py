@@ -143,7 +143,9 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., K) -> (..., N)."""
-        if x.device.type != "cpu":
+        # The CPU kernels have no backward: a gradient that must pass through (adapters trained on a quantized
+        # base) takes the dequantized weight.
+        if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return F.linear(x, self.dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)  # (M, K)
         if self.bits == 8:
