@@ -23,7 +23,9 @@ from .tokenizer import BPETokenizer
 
 
 def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
-    """--checkpoint PATH, else --run DIR/ckpt.pt (or DIR/quantized.json), else the newest runs/*/ckpt.pt."""
+    """--checkpoint PATH, else --run DIR/ckpt.pt (or DIR/quantized.json), else the newest runs/*/ckpt.pt.
+    A fine-tuning run that trained adapters keeps them in its ckpt.pt (for --resume) and writes the fine-tuned
+    model as an ordinary checkpoint in DIR/merged/: that is the one to load."""
     if checkpoint:
         path = Path(checkpoint)
     elif run:
@@ -35,6 +37,8 @@ def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None
         if not found:
             raise FileNotFoundError("no checkpoint found in runs/: train first, or pass --run/--checkpoint")
         path = found[-1]
+    if not checkpoint and (path.parent / "merged" / CHECKPOINT).is_file():
+        path = path.parent / "merged" / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
