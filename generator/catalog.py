@@ -71,6 +71,15 @@ def _lr_by_architecture(v: Any) -> bool:
     return isinstance(v, dict) and bool(v) and all(k in ARCHITECTURES and _LR(x) for k, x in v.items())
 
 
+def _steps_by_architecture(v: Any) -> bool:
+    """a mapping of architectures (gpt2, llama) to integers >= 1"""
+    return isinstance(v, dict) and bool(v) and all(k in ARCHITECTURES and _int(1)(x) for k, x in v.items())
+
+
+# `finetune --method`: sft on every track, the others where the track has the feature of that name.
+FINETUNE_METHODS = ("sft", "lora", "qlora", "dpo")
+
+
 # What a track can get, by name (tracks/tracks.yml explains each). Template files test these names, never a
 # track's id; every track lists every feature, so a template never meets a missing one.
 FEATURES: dict[str, Check] = {
@@ -148,6 +157,8 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
         },
         {"max_steps": _int(1), "lr_by_architecture": _lr_by_architecture, "sizes": _sizes},
     ),
+    "finetune": ({"lr_factor": _num(0, 100, lo_open=True), "max_steps": _int(1)},
+                 {"max_steps_by_architecture": _steps_by_architecture}),
     "feature_notes": ({"title": _str, "note": _str}, {}),
     "data_sources": (
         {**_TITLED, "source": _str},
@@ -200,6 +211,8 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
                         f"expected one of {', '.join(DATA_READERS)}, got {s['source']!r}")
         if s["source"] not in ("shakespeare", "stdlib") and ("data_path" in s) == ("data_path_default" in s):
             raise _fail("choices.yml", f"data_sources.{name}", "give exactly one of data_path and data_path_default")
+    if set(catalog["finetune"]) != set(FINETUNE_METHODS):
+        raise _fail("presets.yml", "finetune", f"expected exactly the methods {', '.join(FINETUNE_METHODS)}")
     if "tiny" not in catalog["presets"] or "max_steps" not in catalog["presets"]["tiny"]:
         raise _fail("presets.yml", "presets.tiny", "the tiny preset with max_steps is required")
     for name in catalog["feature_notes"]:

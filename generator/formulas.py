@@ -111,6 +111,9 @@ def hours_error(hours: Any, catalog: Mapping[str, Any], track: str, budget: str,
 # -- sizes and plan -----------------------------------------------------------------------------------------------
 
 
+ARCHITECTURE_TITLES = {"gpt2": "GPT-2", "llama": "Llama"}  # tracks.yml `architecture`, as prose names it
+
+
 def model_shape(track: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str, Any]:
     """A preset's shapes for a track's architecture, its parameter count and its training FLOPs per token."""
     llama = track["architecture"] == "llama"
@@ -218,6 +221,15 @@ def flops_per_s(budget: Mapping[str, Any], world: int, precision: str) -> float:
     return world * peak_tflops(budget, precision) * 1.0e12 * budget["mfu"]
 
 
+def finetune_defaults(catalog: Mapping[str, Any], track: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`finetune`'s defaults for each method the track has (sft, and lora, qlora, dpo where it has the feature):
+    the factor on the pretrained run's peak learning rate, and the steps for the track's architecture."""
+    arch = track["architecture"]
+    return {method: {"lr_factor": d["lr_factor"],
+                     "max_steps": d.get("max_steps_by_architecture", {}).get(arch, d["max_steps"])}
+            for method, d in catalog["finetune"].items() if method == "sft" or track["features"][method]}
+
+
 def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: str, nodes: Any,
            hours: Any) -> dict[str, Any]:
     """Everything a generated repository derives from its answers (copier.yml's `derived`)."""
@@ -236,6 +248,8 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
         "package_name": project_name.replace("-", "_"),
         "command": project_name,
         "architecture": t["architecture"],
+        "architecture_title": ARCHITECTURE_TITLES[t["architecture"]],
+        "accelerator": b["accelerator"].replace("N x ", f"{n_nodes} nodes of "),  # budgets.yml: N = the node count
         "tie_embeddings": t["architecture"] == "gpt2",
         "qk_norm": t["features"]["qk_norm"],
         "features": dict(t["features"]),
@@ -246,6 +260,7 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
         "multi_gpu": world > 1,
         "multi_node": n_nodes > 1,
         "model": model,
+        "finetune": finetune_defaults(catalog, t),
         "tiny": {**model_shape(t, catalog["presets"]["tiny"]), "max_steps": catalog["presets"]["tiny"]["max_steps"]},
         "cpu": model_shape(t, catalog["presets"]["cpu"]),  # fits any CPU: `check training_1m` trains it everywhere
         "plan": {
@@ -380,6 +395,8 @@ NO_TIME = {
     "mixed_precision": "none of its own: it sets the training throughput above",
     "distributed": "none of its own: it sets the training throughput above",
     "inference_server": "none of its own: the server runs for as long as it serves",
+    "quantization": "seconds to minutes: one pass over the weights, then perplexity on held-out text",
+    "deployment": "seconds to minutes: `export` writes the weights, tokenizer and model card once",
 }
 
 
@@ -423,6 +440,8 @@ STEP_HOURS = {
     "shards": lambda c: c.corpus_mb / c.steps["shards"]["estimate"]["mb_per_s"] / 3600,
     "training_loop": lambda c: c.fig["training"]["hours"],
     "evaluation": lambda c: c.eval_tokens * c.m["flops_per_token"] / 3 / c.rate / 3600,
+    # Full SFT trains every weight: the training FLOPs per token, at the training throughput.
+    "fine_tuning": lambda c: c.steps["fine_tuning"]["estimate"]["tokens"] * c.m["flops_per_token"] / c.rate / 3600,
 }
 
 

@@ -20,7 +20,7 @@ def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[st
     if derived["nodes"] > 1:
         hardware = f"{derived['nodes']} nodes x {budget['gpus_per_node']} GPUs ({derived['world_size']} GPUs)"
     heads = f"{m['n_head']} heads" + (f", {m['n_kv_head']} key/value heads" if m["n_kv_head"] != m["n_head"] else "")
-    arch = "GPT-2 style" if derived["architecture"] == "gpt2" else "Llama style"
+    arch = f"{derived['architecture_title']} style"
     ratio = plan["train_tokens"] / plan["chinchilla_tokens"]
     warning = passes_warning(corpus_passes(catalog, answers.get("data_source", ""), derived))
     return [

@@ -66,6 +66,8 @@ def broken(tmp_path: Path):
         ("presets.yml", "n_embd: 2560, lr", "n_embd: 2500, lr", "presets.cluster.sizes[2]: n_embd 2500 is not divisible"),
         ("presets.yml", "n_embd: 4096, lr", "n_embd: 4096, colour: red, lr", "presets.cluster.sizes: expected a non-empty list"),
         ("presets.yml", "      gpt2: 1.0e-2", "      rnn: 1.0e-2", "presets.tiny.lr_by_architecture: expected a mapping of architectures"),
+        ("presets.yml", "  dpo: {lr_factor", "  ppo: {lr_factor", "presets.yml: finetune: expected exactly the methods sft, lora"),
+        ("presets.yml", "      gpt2: 1200", "      gpt2: 0", "finetune.sft.max_steps_by_architecture: expected a mapping"),
         ("choices.yml", "    title: MIT\n", "    title: '{{ x }}'\n", "choices.yml: line"),
         ("choices.yml", "    source: jsonl\n", "    source: csv\n", "data_sources.jsonl.source: expected one of shakespeare"),
         ("choices.yml", "    source: jsonl\n", "    source: jsonl\n    data_path: x.jsonl\n",

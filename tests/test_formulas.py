@@ -204,3 +204,14 @@ def test_a_streamed_corpus_is_read_to_what_the_plan_trains_on(spec: TemplateSpec
     tokens = gpu["plan"]["train_tokens"]
     assert dict(est["rows"])["corpus"].startswith(f"{tokens * 4 / 1e6:.3g} MB")  # what the plan reads, not 450 GB
     assert formulas.prepare_bytes(catalog, gpu) == math.ceil(tokens * 4 / 0.95 / 1e9) * 10**9
+
+
+def test_finetune_defaults_follow_the_track_features_and_architecture(spec: TemplateSpec) -> None:
+    """sft everywhere, the other methods where the track has their feature; GPT-2 gets its own SFT step count."""
+    tracks, catalog = spec.catalog["tracks"], spec.catalog
+    beginner = formulas.finetune_defaults(catalog, tracks["beginner"])
+    researcher = formulas.finetune_defaults(catalog, tracks["researcher"])
+    assert list(beginner) == ["sft"] and beginner["sft"] == {"lr_factor": 1.0, "max_steps": 1200}
+    assert list(researcher) == ["sft", "lora", "qlora", "dpo"] and researcher["sft"]["max_steps"] == 400
+    assert spec.derive({"project_name": "p", "track": "practitioner", "budget": "cpu", "hours": 1})["finetune"] == {
+        "sft": {"lr_factor": 1.0, "max_steps": 400}, "lora": {"lr_factor": 3.0, "max_steps": 400}}

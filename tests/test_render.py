@@ -139,6 +139,34 @@ def test_tracks_differ_in_substance(matrix) -> None:
     assert tiny("researcher")["qk_norm"] is True and tiny("researcher")["n_kv_head"] < tiny("researcher")["n_head"]
 
 
+TEMPLATE = Path(__file__).resolve().parents[1] / "template"
+# A track tested by name inside a Jinja tag: `track == 'x'`, `track != ...`, `track in [...]`, `track not in ...`.
+TRACK_TEST = re.compile(r"\{[{%][^}]*\btrack\s*(?:==|!=|in\b|not\s+in\b)")
+MAX_LOGIC_LINES = 20  # `{%` lines in one template source: the rest of the logic lives in Python (formulas.py)
+
+
+def test_template_sources_test_features_and_stay_plain() -> None:
+    """No template file tests a track's name (tracks differ by features), and none holds more than a few Jinja
+    statements."""
+    texts = {str(p.relative_to(TEMPLATE)): p.read_text(encoding="utf-8") for p in TEMPLATE.rglob("*") if p.is_file()}
+    by_name = [f"{name}:{n}" for name, text in texts.items()
+               for n, line in enumerate(text.splitlines(), 1) if TRACK_TEST.search(line)]
+    assert not by_name, by_name
+    logic = {name: sum("{%" in line for line in text.splitlines()) for name, text in texts.items()}
+    most = max(logic, key=logic.__getitem__)
+    assert logic[most] <= MAX_LOGIC_LINES, f"{most}: {logic[most]} lines with {{%"
+    assert TRACK_TEST.search("{% if track == 'beginner' %}") and TRACK_TEST.search("{{ 'x' if track in ['a'] }}")
+    assert not TRACK_TEST.search("every track in tracks.yml") and not TRACK_TEST.search("{{ t.track_title }}")
+
+
+def test_every_render_passes_ruff(matrix) -> None:
+    """pyflakes and pycodestyle's errors, as the generated pyproject configures ruff (its CI runs it too)."""
+    for (track, budget), project in matrix.items():
+        result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                                cwd=project, capture_output=True, text=True)
+        assert result.returncode == 0, f"{track}/{budget}:\n{result.stdout}{result.stderr}"
+
+
 @pytest.mark.parametrize("license_id", ["none", "Apache-2.0", "BSD-3-Clause"])
 def test_licence_choice(tmp_path: Path, template_repo: Path, license_id: str) -> None:
     render(TemplateSource(str(template_repo), "HEAD"), tmp_path / "p", answers_for("beginner", "cpu", license=license_id))

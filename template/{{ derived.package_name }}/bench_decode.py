@@ -103,7 +103,8 @@ def bench_decode(model: GPT, batches: tuple[int, ...] = (1, 8), new_tokens: int 
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": cpu_flags(),
         "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(), "params": model.num_params(),
-        "new_tokens": min(new_tokens, model.config.block_size - PROMPT_TOKENS), "prompt_tokens": PROMPT_TOKENS, "results": [], "not_measured": missing}
+        "new_tokens": min(new_tokens, model.config.block_size - PROMPT_TOKENS), "prompt_tokens": PROMPT_TOKENS,
+        "results": [], "not_measured": missing}
     for name, m in forms.items():
         for b in batches:
             speed = decode_tokens_per_s(m, b, new_tokens, hf=name == "transformers")

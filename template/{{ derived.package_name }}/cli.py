@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .atomic import DiskFull
-from .config import COMMAND, FINETUNE_LR, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
+from .config import COMMAND, FINETUNE, FINETUNE_METHODS, PII_MODES, SOURCES, ConfigError, format_plan
 from .lock import RunLocked
 
 EXIT_BAD_INPUT = 2
@@ -164,16 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", formatter_class=fmt, help="fine-tune a trained model on conversations",
                        description="Supervised fine-tuning from a pretrained checkpoint on chat conversations (JSONL,\n"
                                    "one {\"messages\": [{\"role\", \"content\"}, ...]} per line), or on the built-in\n"
-                                   "letter-sorting task without --data, which reports exact-match accuracy on held-out\n"
-                                   "prompts before and after. Writes runs/<run>-<method>/.\n\n"
+                                   "letter-sorting task without --data, which reports exact-match accuracy on\n"
+                                   "held-out prompts before and after. Writes runs/<run>-<method>/.\n\n"
                                    f"examples:\n  {COMMAND} finetune --run runs/tiny\n"
-                                   f"  {COMMAND} finetune --run runs/tiny --method {FINETUNE_METHODS[-1]} --data chats.jsonl")
+                                   f"  {COMMAND} finetune --run runs/tiny --method {FINETUNE_METHODS[-1]} --data FILE")
     _checkpoint_source(p, "pretrained")
     p.add_argument("--method", choices=list(FINETUNE_METHODS), default="sft", help="default: sft")
     p.add_argument("--data", metavar="FILE", help="JSONL conversations (default: the built-in task)")
-    p.add_argument("--max-steps", type=_positive_int, metavar="N", help="default: 400")
-    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: "
-                   + ", ".join(f"{m} {lr:g}" for m, lr in FINETUNE_LR.items()) + ")")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N", help="default: "
+                   + ", ".join(f"{m} {d['max_steps']}" for m, d in FINETUNE.items()))
+    p.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: the pretrained "
+                   "run's peak rate x " + ", ".join(f"{m} {d['lr_factor']:g}" for m, d in FINETUNE.items()) + ")")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", help="conversations per step (default: 32)")
     if "lora" in FINETUNE_METHODS:
         p.add_argument("--lora-r", type=_positive_int, metavar="R", help="LoRA rank (default: 8)")
@@ -187,13 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1337, help="seed for the new weights and batches (default: 1337)")
 
     p = sub.add_parser("eval", formatter_class=fmt, help="evaluate checkpoints: loss, bits/byte, multiple choice",
-                       description="Validation loss, perplexity and bits per byte on the held-out data, multiple-choice\n"
-                                   "accuracy (acc, acc_norm) on local HellaSwag-, ARC- or plain-layout JSONL files, the\n"
-                                   "built-in task's accuracy for a fine-tuned model, and samples. Writes JSON and a\n"
-                                   "Markdown table (--out, .md beside it).\n\n"
+                       description="Validation loss, perplexity and bits per byte on the held-out data,\n"
+                                   "multiple-choice accuracy (acc, acc_norm) on local HellaSwag-, ARC- or\n"
+                                   "plain-layout JSONL files, the built-in task's accuracy for a fine-tuned model,\n"
+                                   "and samples. Writes JSON and a Markdown table (--out, .md beside it).\n\n"
                                    f"examples:\n  {COMMAND} eval --run runs/tiny --mc data/arc.jsonl\n"
                                    f"  {COMMAND} eval --compare runs/tiny runs/tiny-sft")
-    _checkpoint_source(p, "the").add_argument("--compare", nargs=2, metavar=("A", "B"), help="two run directories or checkpoints")
+    _checkpoint_source(p, "the").add_argument("--compare", nargs=2, metavar=("A", "B"),
+                                              help="two run directories or checkpoints")
     p.add_argument("--mc", nargs="+", default=[], metavar="FILE", help="multiple-choice JSONL files")
     p.add_argument("--batches", type=_positive_int, default=20, metavar="N",
                    help="validation batches of 8 windows (default: 20)")
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "requests decode together. Stop with Ctrl-C or SIGTERM: requests in flight finish.\n"
                                    "--engine vllm runs vLLM's OpenAI server on a Hugging Face export instead.\n\n"
                                    f"examples:\n  {COMMAND} serve --run runs/tiny\n"
-                                   f"  {COMMAND} serve --host 0.0.0.0 --port 8000 --api-key \"$(openssl rand -hex 16)\"\n"
+                                   f"  {COMMAND} serve --host 0.0.0.0 --api-key \"$(openssl rand -hex 16)\"\n"
                                    f"  {COMMAND} serve --engine vllm --export hf-export")
     _add_model_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -303,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", formatter_class=fmt, help="write a Hugging Face transformers folder and model card",
                        description="Write OUT (new or empty): config.json, model.safetensors, tokenizer.json and\n"
                                    "tokenizer_config.json, and a model card (README.md). transformers loads it with\n"
-                                   "from_pretrained and vLLM serves it. Needs transformers (pip install -e '.[export]').\n"
+                                   "from_pretrained and vLLM serves it. Needs transformers\n"
+                                   "(pip install -e '.[export]').\n"
                                    "\n"
                                    f"example:\n  {COMMAND} export --run runs/tiny --format hf exports/tiny")
     p.add_argument("out", metavar="OUT", help="the folder to write")
@@ -318,10 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="DIR", help="the Hugging Face folder")
     p.add_argument("--out", metavar="DIR", required=True, help="the run directory to write")
 
-    p = sub.add_parser("check", formatter_class=fmt, help="run the roadmap's micro-experiments against expected outputs",
+    p = sub.add_parser("check", formatter_class=fmt,
+                       help="run the roadmap's micro-experiments against expected outputs",
                        description="Each check measures a few figures with this repository's code and compares them\n"
-                                   "with checks.yml (expected value, tolerance and why): PASS, or FAIL with the gap and\n"
-                                   "where to look. Results go to runs/checks/<name>.json; exit code 1 if any fails.\n\n"
+                                   "with checks.yml (expected value, tolerance and why): PASS, or FAIL with the gap\n"
+                                   "and where to look. Results go to runs/checks/<name>.json; exit code 1 if any\n"
+                                   "fails.\n\n"
                                    f"examples:\n  {COMMAND} check list\n  {COMMAND} check run model_causality\n"
                                    f"  {COMMAND} check all --fast")
     p.add_argument("action", choices=["list", "run", "all"], help="list the checks, run some, or run all")
@@ -426,7 +431,8 @@ def _run(args: argparse.Namespace) -> int:
                      for p in args.compare]
         else:
             paths = [find_checkpoint(args.run, args.checkpoint)]
-        out = Path(args.out) if args.out else Path("runs/compare.json") if args.compare else paths[0].parent / "eval.json"
+        default = Path("runs/compare.json") if args.compare else paths[0].parent / "eval.json"
+        out = Path(args.out) if args.out else default
         run_eval(paths, [Path(f) for f in args.mc], out, args.batches, args.device)
         return 0
 

@@ -162,8 +162,8 @@ def data_manifest(ctx: Context) -> Outcome:
     meta = json.loads((out / "meta.json").read_text())
     if meta["manifest_sha256"] != manifest_sha256(manifest):
         wrong.append("meta.json manifest_sha256")
-    return Outcome({"hash_mismatches": len(wrong), "inputs_recorded": len(recorded)}, expected={"inputs_recorded": len(files)},
-                   notes={"mismatches": wrong or "none"})
+    return Outcome({"hash_mismatches": len(wrong), "inputs_recorded": len(recorded)},
+                   expected={"inputs_recorded": len(files)}, notes={"mismatches": wrong or "none"})
 
 
 def data_shards(ctx: Context) -> Outcome:
@@ -306,8 +306,9 @@ def training_1m(ctx: Context) -> Outcome:
                       "check training_1m: the validation loss must end below the unigram entropy", band=(0.0, unigram))
     return Outcome({"below_unigram": unigram - summary["val_loss_after"], "wall_time_s": summary["time_s"]},
                    expected={"wall_time_s": estimate}, files=[png],
-                   notes={"validation": f"loss {summary['val_loss_after']:.4f} nats/token, {summary['val_bpb_after']:.4f} "
-                                        f"bits/byte; unigram entropy {unigram:.4f} nats/token",
+                   notes={"validation": f"loss {summary['val_loss_after']:.4f} nats/token, "
+                                        f"{summary['val_bpb_after']:.4f} bits/byte; "
+                                        f"unigram entropy {unigram:.4f} nats/token",
                           "steps": f"{steps} x {p['batch_tokens']:,} tokens, fp32", "run": str(run)})
 
 
@@ -378,6 +379,18 @@ def quantization(ctx: Context) -> Outcome:
     return Outcome(measured)
 
 
+def export_hf(ctx: Context) -> Outcome:
+    """A fresh tiny model converted to its transformers class (what `export --format hf` writes): same logits."""
+    from .export import hf_architecture, to_hf_model
+
+    model = tiny_model()
+    hf = to_hf_model(model, eot_id=model.config.vocab_size - 1)
+    x = random_ids(model.config.vocab_size, (2, model.config.block_size))
+    with torch.no_grad():
+        difference = (model(x)[0] - hf(x).logits).abs().max().item()
+    return Outcome({"max_logit_difference": difference}, notes={"transformers_class": hf_architecture(model.config)})
+
+
 def distributed(ctx: Context) -> Outcome:
     """The tiny config for a few steps in 2 gloo processes (torchrun) and in 1 process: the same losses."""
     from .train import train
@@ -395,7 +408,8 @@ def distributed(ctx: Context) -> Outcome:
                         "-m", __package__, "train", "--config", str(config), "--device", "cpu",
                         "--out", str(ctx.work / "two")], check=False, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        raise RuntimeError(f"torchrun failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode
+        raise RuntimeError(f"torchrun failed: {last}")
     found = re.search(r"x (\d+) proc", r.stdout)
     a, b = _losses(ctx.work / "one"), _losses(ctx.work / "two")
     return Outcome({"processes": int(found.group(1)) if found else 0,
@@ -423,7 +437,8 @@ def lora_init(ctx: Context) -> Outcome:
 
 
 def sft_task(ctx: Context) -> Outcome:
-    """Pretrain the tiny config on the plays, then SFT on the built-in task: held-out exact match before/after."""
+    """Pretrain the tiny config on the plays, then SFT with `finetune`'s defaults on the built-in task: held-out
+    exact match before/after."""
     from .finetune import FinetuneConfig, finetune
     from .train import train
 
@@ -431,7 +446,7 @@ def sft_task(ctx: Context) -> Outcome:
     data = shakespeare_slice(load_config("tiny").model["vocab_size"], None)
     cfg = load_config("tiny", overrides={"train": {"max_steps": s["pretrain_steps"]}, "data": {"dir": str(data)}})
     train(cfg, out_dir=ctx.work / "pretrained", device="cpu", seed=s["seed"], log=quiet)
-    summary = finetune(FinetuneConfig(max_steps=s["finetune_steps"]), ctx.work / "pretrained" / "ckpt.pt",
+    summary = finetune(FinetuneConfig(), ctx.work / "pretrained" / "ckpt.pt",  # the defaults, config.FINETUNE
                        out_dir=ctx.work / "sft", device="cpu", seed=s["seed"], log=ctx.log)
     return Outcome({"accuracy_before": summary["task_accuracy_before"],
                     "accuracy_after": summary["task_accuracy_after"]},
@@ -444,4 +459,5 @@ EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "training_overfit": training_overfit, "lr_schedule": lr_schedule, "training_resume": training_resume,
     "training_1m": training_1m, "mixed_precision": mixed_precision, "distributed": distributed, "sampling": sampling,
     "quantization": quantization, "batched_decoding": batched_decoding, "lora_init": lora_init, "sft_task": sft_task,
+    "export_hf": export_hf,
 }

@@ -51,8 +51,8 @@ def find_quantized(path: Path) -> Path:
         return path
     found = sorted(path.parent.glob(f"*/{QUANT_CONFIG}"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"no quantized checkpoint in {path.parent}: run `quantize --run {path.parent} --bits 8` "
-                                "first")
+        raise FileNotFoundError(f"no quantized checkpoint in {path.parent}: "
+                                f"run `quantize --run {path.parent} --bits 8` first")
     return found[-1]
 
 

@@ -120,7 +120,8 @@ def plot_losses(metrics_path: Path, png: Path, title: str, band: tuple[float, fl
     if val:
         ax.plot(*zip(*val), marker="o", label="validation")
     if band:
-        ax.axhspan(*band, color="tab:green", alpha=0.2, label=f"expected final validation loss ({band[0]:.2f} to {band[1]:.2f})")
+        ax.axhspan(*band, color="tab:green", alpha=0.2,
+                   label=f"expected final validation loss ({band[0]:.2f} to {band[1]:.2f})")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
