@@ -51,6 +51,8 @@ def test_every_question_is_a_flag_in_help(spec) -> None:
         (["--name", "torch"], "would shadow a Python module"),
         (["--name", "json"], "project name 'json' would shadow a Python module"),  # standard library
         (["--name", "pip"], "project name 'pip' would shadow a Python module or tool"),
+        (["--name", "setuptools"], "project name 'setuptools' would shadow a Python module or tool"),
+        (["--name", "wheel"], "project name 'wheel' would shadow a Python module or tool"),
         (["--name", "class"], "project name 'class' is a Python keyword"),
         (["--hours", "nan"], "hours must be more than 0 and at most 10000, got nan"),
         (["--hours", "inf"], "hours must be more than 0 and at most 10000, got inf"),

@@ -127,15 +127,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def load_weights(model: torch.nn.Module, path: Path, state: dict[str, Any]) -> None:
     """Load the safetensors weights of checkpoint `path` (state from load_checkpoint) into `model`, strictly,
-    and check them: their digest must match the one saved with them, and every value must be finite.
-    A failed check is a one-line ValueError naming the file (the model's weights are then undefined)."""
-    weights = path.with_name(state["weights"])
+    and check them (see load_checked_weights)."""
+    load_checked_weights(model, path.with_name(state["weights"]), path)
+
+
+def load_checked_weights(model: torch.nn.Module, weights: Path, owner: Path) -> None:
+    """Load safetensors file `weights` (of checkpoint `owner`) into `model`, strictly, and check it: the digest
+    of its tensors must match the one saved with them (weights_sha256 in its metadata), and every value must be
+    finite. A failed check is a one-line ValueError naming the file (the model's weights are then undefined)."""
     try:
         load_safetensors(model, str(weights), strict=True)
         with safe_open(str(weights), framework="pt") as f:
             expected = (f.metadata() or {}).get("weights_sha256")
-    except (RuntimeError, SafetensorError) as e:
-        raise ValueError(f"weights of {path} do not fit the model: {str(e).splitlines()[0][:200]}") from None
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise ValueError(f"weights of {owner} do not fit the model: {str(e).splitlines()[0][:200]}") from None
     tensors = model.state_dict()
     if expected is None:
         raise ValueError(f"{weights} records no weights_sha256: it was not saved by this trainer")

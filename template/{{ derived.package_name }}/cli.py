@@ -441,7 +441,6 @@ def _run(args: argparse.Namespace) -> int:
 
         path, prompts = _model_path(args), args.prompt or [""]
         if len(prompts) == 1:  # one prompt streams to the terminal as it is decoded
-            print(prompts[0], end="", flush=True)
             generate_texts(path, prompts, _sampling_params(args), args.device,
                            on_text=lambda _, text: print(text, end="", flush=True))
             print()

@@ -97,8 +97,11 @@ def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dic
 def generate_texts(path: Path, prompts: list[str], params: SamplingParams, device: str = "auto",
                    on_text: Callable[[int, str], None] | None = None) -> list[str]:
     """Each prompt + its continuation, all prompts in one batch (decoding.py). Prompt i samples with seed + i,
-    so the same seed gives the same texts on the same machine. on_text(i, text) streams prompt i's new text."""
+    so the same seed gives the same texts on the same machine. on_text(i, text) streams prompt i's text: the
+    prompt itself once the model has loaded (a load error comes alone), then its new text as it is decoded."""
     model, tok, _ = load_model(path, device)
+    for i, prompt in enumerate(prompts if on_text is not None else []):
+        on_text(i, prompt)
     # An empty prompt starts from the end-of-text token, i.e. "the beginning of a new document".
     ids = [tok.encode(p) if p else [tok.eot_id] for p in prompts]
     each = [params if params.seed is None else replace(params, seed=params.seed + i) for i in range(len(prompts))]

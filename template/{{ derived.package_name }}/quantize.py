@@ -34,10 +34,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
+from safetensors.torch import save_model as save_safetensors
 
 from .atomic import replace_dir, write_json
-from .checkpoint import TOKENIZER, WEIGHTS
+from .checkpoint import TOKENIZER, WEIGHTS, load_checked_weights, weights_digest
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer
 
@@ -220,7 +220,8 @@ def save_quantized(model: GPT, out_dir: Path, bits: int, group_size: int | None,
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_safetensors(model, str(tmp / WEIGHTS), metadata={"bits": str(bits), "group_size": str(group_size)})
+    save_safetensors(model, str(tmp / WEIGHTS), metadata={"bits": str(bits), "group_size": str(group_size),
+                                                          "weights_sha256": weights_digest(model.state_dict())})
     tokenizer.save(tmp / TOKENIZER)
     write_json(tmp / "report.json", report)
     write_json(tmp / QUANT_CONFIG, {"bits": bits, "group_size": group_size,
@@ -241,10 +242,7 @@ def load_quantized(path: Path, device: torch.device) -> GPT:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is not a quantized checkpoint ({type(e).__name__}: {e})") from None
     quantize_model(model, bits, group_size, empty=True)
-    try:
-        load_safetensors(model, str(Path(path).with_name(WEIGHTS)), strict=True)
-    except Exception as e:  # a missing file, other shapes
-        raise ValueError(f"weights of {path} do not fit: {str(e).splitlines()[0][:200]}") from None
+    load_checked_weights(model, Path(path).with_name(WEIGHTS), path)  # digest and finite values, as checkpoints
     if device.type == "cuda":
         _torchao_cuda(model, bits, group_size)
     return model.to(device).eval()
