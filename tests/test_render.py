@@ -65,6 +65,7 @@ def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, 
         assert name in files, f"{name} missing"
     assert ("scripts/torchrun.sh" in files) == derived["multi_gpu"]
     assert ("scripts/slurm.sbatch" in files) == derived["multi_gpu"]
+    assert ("tests/fake_slurm.py" in files) == derived["multi_gpu"]  # SLURM's srun and scontrol for the sbatch test
     assert ("notebooks/walkthrough.ipynb" in files) == derived["features"]["notebook"]
     assert ("tests/test_notebook.py" in files) == derived["features"]["notebook"]
     assert any(n.startswith("configs/ablations/") for n in files) == derived["features"]["ablations"]
