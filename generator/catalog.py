@@ -66,14 +66,13 @@ ARCHITECTURES = ("gpt2", "llama")
 _LR = _num(0, 1, lo_open=True)
 
 
-def _lr_by_architecture(v: Any) -> bool:
-    """a mapping of architectures (gpt2, llama) to numbers in (0, 1]"""
-    return isinstance(v, dict) and bool(v) and all(k in ARCHITECTURES and _LR(x) for k, x in v.items())
+def _by_architecture(value: Check) -> Check:
+    """A check of a mapping from architectures to values that `value` accepts (a preset's override per model)."""
+    def check(v: Any) -> bool:
+        return isinstance(v, dict) and bool(v) and all(k in ARCHITECTURES and value(x) for k, x in v.items())
 
-
-def _steps_by_architecture(v: Any) -> bool:
-    """a mapping of architectures (gpt2, llama) to integers >= 1"""
-    return isinstance(v, dict) and bool(v) and all(k in ARCHITECTURES and _int(1)(x) for k, x in v.items())
+    check.__doc__ = f"a mapping of architectures ({', '.join(ARCHITECTURES)}), each to {value.__doc__}"
+    return check
 
 
 # `finetune --method`: sft on every track, the others where the track has the feature of that name.
@@ -155,10 +154,10 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "eval_interval": _int(1),
             "precision": _one_of("auto", "bf16", "fp16", "fp32"),
         },
-        {"max_steps": _int(1), "lr_by_architecture": _lr_by_architecture, "sizes": _sizes},
+        {"max_steps": _int(1), "lr_by_architecture": _by_architecture(_LR), "sizes": _sizes},
     ),
     "finetune": ({"lr_factor": _num(0, 100, lo_open=True), "max_steps": _int(1)},
-                 {"max_steps_by_architecture": _steps_by_architecture}),
+                 {"max_steps_by_architecture": _by_architecture(_int(1))}),
     "feature_notes": ({"title": _str, "note": _str}, {}),
     "data_sources": (
         {**_TITLED, "source": _str},

@@ -531,7 +531,8 @@ class Formulas(Extension):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         environment.globals.update(
-            derive=derive, estimate=estimate, prepare_bytes=prepare_bytes, formula_source=formula_source, project_name_error=project_name_error,
-            author_error=author_error, nodes_error=nodes_error, hours_error=hours_error, step_applies=step_applies,
+            derive=derive, estimate=estimate, prepare_bytes=prepare_bytes, formula_source=formula_source,
+            project_name_error=project_name_error, author_error=author_error, nodes_error=nodes_error,
+            hours_error=hours_error, step_applies=step_applies,
         )
         environment.filters.update(human=human, gigabytes=gigabytes, duration=duration)
