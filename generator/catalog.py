@@ -54,6 +54,13 @@ def _one_of(*options: str) -> Check:
     return check
 
 
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and all(_str(x) for x in v)
+
+
+_names.__doc__ = "a list of names"
+
+
 def _str_list(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(_str(x) for x in v)
 
@@ -90,9 +97,6 @@ FEATURES: dict[str, Check] = {
     "ablations": _bool,
     "wsd_schedule": _bool,
     "fsdp": _bool,
-    "lora": _bool,
-    "dpo": _bool,
-    "qlora": _bool,
 }
 
 
@@ -162,9 +166,12 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     "data_sources": (
         {**_TITLED, "source": _str},
         {"data_path": _str, "data_path_default": _str, "hf_name": _str, "licence": _str,
-         "mb": _num(0, lo_open=True), "streamed": _bool},
+         "mb": _num(0, lo_open=True), "streamed": _bool, "layer": _str},
     ),
     "licenses": (_TITLED, {}),
+    "layers": ({"title": _str, "adds": _str, "needs": _names, "modules": _str_list, "words": _str_list}, {}),
+    "layer_defaults": ({}, {"beginner": _names, "practitioner": _names, "researcher": _names, "cpu": _names,
+                            "gpu-24gb": _names, "gpu-80gb": _names, "node-8gpu": _names, "cluster": _names}),
     "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py
     "checks": check_schema(_str),  # tracks/checks.yml, see generator/checks_schema.py
 }
@@ -220,8 +227,6 @@ def _cross_check(catalog: dict[str, Any], cli: tuple[str, ...]) -> None:
     for track, t in catalog["tracks"].items():
         if t["features"]["gqa"] != ("kv_head_ratio" in t):
             raise _fail("tracks.yml", f"tracks.{track}", "kv_head_ratio is given exactly when features.gqa is true")
-        if t["features"]["qlora"] and not t["features"]["lora"]:
-            raise _fail("tracks.yml", f"tracks.{track}", "features.qlora needs features.lora (qlora.py builds on lora.py)")
     ratios = [t.get("kv_head_ratio", 1) for t in catalog["tracks"].values()]
     for name, preset in catalog["presets"].items():
         for i, p in enumerate([preset, *preset.get("sizes", [])]):

@@ -87,7 +87,7 @@ def check_schema(text: Check) -> tuple[dict[str, Check], dict[str, Check]]:
     """(required, optional) fields of a check, for catalog.SCHEMA; `text` is the catalog's own check."""
     required = {"step": text, "title": text, "observe": text, "fast": flag, "seconds": seconds, "look_at": look_at,
                 "figures": figures}
-    return required, {"setup": setup, "feature": text}
+    return required, {"setup": setup, "feature": text, "layer": text}
 
 
 def _fail(where: str, message: str) -> UserError:
@@ -101,6 +101,8 @@ def cross_check(catalog: dict[str, Any]) -> None:
     for name, c in catalog["checks"].items():
         if c["step"] not in catalog["steps"]:
             raise _fail(f"{name}.step", f"unknown roadmap step {c['step']!r}")
+        if "layer" in c and c["layer"] not in catalog["layers"]:
+            raise _fail(f"{name}.layer", f"not a layer of tracks/layers.yml (known: {', '.join(catalog['layers'])})")
         if "feature" in c and c["feature"] not in switches:
             raise _fail(f"{name}.feature", f"not a true/false track feature (known: {', '.join(sorted(switches))})")
         for fname, f in c["figures"].items():

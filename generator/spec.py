@@ -114,6 +114,13 @@ class TemplateSpec:
                 return float(str(value).strip())
             if q.type == "bool":
                 return str(value).strip().lower() not in _FALSE_STRINGS
+            if q.type == "yaml":  # a list answer: YAML as Copier stores it, or names separated by commas (a flag)
+                parsed = yaml.safe_load(value) if isinstance(value, str) else value
+                if isinstance(parsed, str):
+                    parsed = [name.strip() for name in parsed.split(",") if name.strip()]
+                return [] if parsed is None else parsed
+        except yaml.YAMLError:
+            raise UserError(f"{q.flag} expects names separated by commas, got {value!r}") from None
         except ValueError:
             raise UserError(f"{q.flag} expects a{'n integer' if q.type == 'int' else ' number'}, got {value!r}") from None
         return "" if value is None else str(value)
