@@ -19,16 +19,18 @@ Check = Callable[[Any], bool]
 TOOL_KINDS = ("official", "open source", "paper")
 SNIPPET_ROOT = "PACKAGE/"
 PACKAGE_DIR = "{{ derived.package_name }}"  # the package folder's name in template/
-_SUBCOMMAND = re.compile(r"""\.add_parser\(\s*["']([\w-]+)["']""")
+_SUBCOMMAND = re.compile(r"""@command\(\s*["']([\w-]+)["']""")
 
 
 def cli_commands(root: Path) -> tuple[str, ...]:
-    """The generated CLI's subcommands, in order: each `add_parser("name", ...)` of the template's cli.py."""
-    for name in ("cli.py", "cli.py.jinja"):
-        path = root / "template" / PACKAGE_DIR / name
-        if path.is_file():
-            return tuple(_SUBCOMMAND.findall(path.read_text(encoding="utf-8")))
-    raise UserError(f"{root}: the template has no {PACKAGE_DIR}/cli.py to read the generated commands from")
+    """The generated CLI's subcommands: each `@command("name", ...)` in the template's package (every module
+    registers its own commands with cli.py's table), sorted."""
+    package = root / "template" / PACKAGE_DIR
+    found = {name for path in sorted(package.iterdir()) if path.is_file()
+             for name in _SUBCOMMAND.findall(path.read_text(encoding="utf-8"))}
+    if not found:
+        raise UserError(f"{root}: the template's {PACKAGE_DIR}/ registers no command")
+    return tuple(sorted(found))
 
 
 def _doc(text: str) -> Callable[[Check], Check]:

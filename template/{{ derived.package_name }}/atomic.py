@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Iterator
 class DiskFull(RuntimeError):
     """No space left for a write; its temporary files are already removed."""
 
+    exit_code = 1
+
 
 def write_json(path: Path, data: dict) -> Path:
     """Write `data` as indented UTF-8 JSON to `path`, atomically; return path."""

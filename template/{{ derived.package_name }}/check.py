@@ -14,6 +14,7 @@ the file and function most likely at fault), writes runs/checks/<name>.json and 
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from typing import Any, Callable
 
 import yaml
 
+from .cli import command
 from .atomic import write_json
-from .config import REPO_ROOT
+from .config import COMMAND, REPO_ROOT
 
 EXPECTATIONS = REPO_ROOT / "checks.yml"
 RESULTS = Path("runs") / "checks"
@@ -183,3 +185,20 @@ def main(action: str, names: list[str], fast_only: bool = False, log: Callable[[
     if action == "all" or len(results) > 1:
         log("\n" + format_table(results))
     return 0 if all(r["passed"] for r in results) else 1
+
+
+def _check_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["list", "run", "all"], help="list the checks, run some, or run all")
+    p.add_argument("names", nargs="*", metavar="NAME", help="checks to run (with run)")
+    p.add_argument("--fast", action="store_true", help="with all: only the fast checks (the ones the tests run)")
+
+
+@command("check", help="run the roadmap's micro-experiments against expected outputs", flags=_check_flags,
+         description="Each check measures a few figures with this repository's code and compares them\n"
+                     "with checks.yml (expected value, tolerance and why): PASS, or FAIL with the gap\n"
+                     "and where to look. Results go to runs/checks/<name>.json; exit code 1 if any\n"
+                     "fails.\n\n"
+                     f"examples:\n  {COMMAND} check list\n  {COMMAND} check run model_causality\n"
+                     f"  {COMMAND} check all --fast")
+def check_command(args: argparse.Namespace) -> int:
+    return main(args.action, args.names, args.fast)

@@ -19,13 +19,20 @@ MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 class TrainingDiverged(RuntimeError):
     """The loss stayed NaN/inf for MAX_BAD_STEPS steps in a row."""
 
+    exit_code = 1
+
 
 class OutOfMemory(RuntimeError):
     """A training step did not fit in memory; the message names the knobs that reduce memory."""
 
+    exit_code = 1
+
 
 class Preempted(Exception):
     """A stop signal arrived; the run saved a checkpoint at the next step boundary and stopped."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): the same command with --resume auto continues the run
+    label = "stopped"
 
 
 class StopFlag:

@@ -26,6 +26,8 @@ NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)  # a network file syst
 class RunLocked(RuntimeError):
     """Another live process holds the lock of the directory."""
 
+    exit_code = 1
+
 
 def lock_file(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
