@@ -24,7 +24,7 @@ from typing import Any, Callable
 import yaml
 
 from .cli import command
-from .atomic import write_json
+from .checkpoint import write_json
 from .config import COMMAND, REPO_ROOT
 
 EXPECTATIONS = REPO_ROOT / "checks.yml"

@@ -29,9 +29,9 @@ import torch
 from .config import REPO_ROOT, load_config
 from .data import TokenDataset, prepare
 from .decoding import continue_ids
-from .kvcache import KVCache
+from .model import KVCache
 from .model import GPT, GPTConfig
-from .sampling import SamplingParams
+from .decoding import SamplingParams
 from .tokenizer import BPETokenizer
 
 SEED = 1337

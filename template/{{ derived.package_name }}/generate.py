@@ -21,7 +21,7 @@ from .decoding import generate
 from .distributed import pick_device
 from .model import GPT, GPTConfig
 from .quantize import QUANT_CONFIG, load_quantized
-from .sampling import SamplingParams
+from .decoding import SamplingParams
 from .tokenizer import BPETokenizer
 
 
