@@ -29,7 +29,7 @@ import torch
 from .config import REPO_ROOT, load_config
 from .data import TokenDataset, prepare
 from .decoding import continue_ids
-from .model import KVCache
+from .decoding import KVCache
 from .model import GPT, GPTConfig
 from .decoding import SamplingParams
 from .tokenizer import BPETokenizer

@@ -15,26 +15,35 @@ from pathlib import Path
 import torch
 
 from .config import COMMAND
-from .cli import command, non_negative_float, positive_float, positive_int
-from .checkpoint import CHECKPOINT, TOKENIZER, load_checkpoint, load_weights
+from .cli import command, load_package, non_negative_float, positive_float, positive_int
+from .checkpoint import CHECKPOINT, load_checkpoint, load_weights
 from .decoding import generate
-from .distributed import pick_device
+from .devices import pick_device
 from .model import GPT, GPTConfig
-from .quantize import QUANT_CONFIG, load_quantized
 from .decoding import SamplingParams
 from .tokenizer import BPETokenizer
 
 
+# Checkpoints in another format than ckpt.pt + model.safetensors (quantized weights, say) are read by the module that
+# writes them, which registers the name of the file that marks such a folder and a function that loads it, and may
+# register how a flag of its own picks the checkpoint a decoding command loads.
+Loader = Callable[[Path, torch.device], tuple[GPT, BPETokenizer, dict]]
+LOADERS: dict[str, Loader] = {}
+CHECKPOINT_CHOICES: list[Callable[[argparse.Namespace, Path], Path]] = []
+
+
 def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
-    """--checkpoint PATH, else --run DIR/ckpt.pt (or DIR/quantized.json), else the newest runs/*/ckpt.pt.
-    A fine-tuning run that trained adapters keeps them in its ckpt.pt (for --resume) and writes the fine-tuned
-    model as an ordinary checkpoint in DIR/merged/: that is the one to load."""
+    """--checkpoint PATH, else --run DIR/ckpt.pt (or DIR's file of a registered format), else the newest
+    runs/*/ckpt.pt. A fine-tuning run that trained adapters keeps them in its ckpt.pt (for --resume) and writes
+    the fine-tuned model as an ordinary checkpoint in DIR/merged/: that is the one to load."""
+    load_package()  # the modules that register other checkpoint formats
     if checkpoint:
         path = Path(checkpoint)
     elif run:
         path = Path(run) / CHECKPOINT
-        if not path.is_file() and (Path(run) / QUANT_CONFIG).is_file():  # a `quantize` output directory
-            path = Path(run) / QUANT_CONFIG
+        other = [Path(run) / name for name in LOADERS if (Path(run) / name).is_file()]
+        if not path.is_file() and other:
+            path = other[0]
     else:
         found = sorted(Path("runs").glob(f"*/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         if not found:
@@ -47,28 +56,18 @@ def find_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None
     return path
 
 
-def find_quantized(path: Path) -> Path:
-    """`--quantized`: the newest checkpoint `quantize` wrote for the run of checkpoint `path` (quantized.json in
-    <run>/int8/, <run>/int4-g<N>/ or another folder of the run); `path` itself when it is one."""
-    if path.name == QUANT_CONFIG:
-        return path
-    found = sorted(path.parent.glob(f"*/{QUANT_CONFIG}"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no quantized checkpoint in {path.parent}: "
-                                f"run `quantize --run {path.parent} --bits 8` first")
-    return found[-1]
-
-
 def model_name(path: Path) -> str:
-    """What `serve` calls the model of checkpoint `path`: its run directory's name, e.g. tiny, or tiny-int8."""
-    return f"{path.parent.parent.name}-{path.parent.name}" if path.name == QUANT_CONFIG else path.parent.name
+    """What a checkpoint is called (by `serve`, say): its run directory's name, e.g. tiny, or for a checkpoint of
+    another format inside a run, run and folder, e.g. tiny-int8."""
+    return f"{path.parent.parent.name}-{path.parent.name}" if path.name in LOADERS else path.parent.name
 
 
 def load_model(path: Path, device: str = "auto") -> tuple[GPT, BPETokenizer, dict]:
     """The model (eval mode, on `device`), its tokenizer and the raw checkpoint dict."""
-    dev = torch.device(pick_device(device))
-    if path.name == QUANT_CONFIG:  # int8/int4 weights (quantize.py); its tokenizer lies beside it
-        return load_quantized(path, dev), BPETokenizer.load(path.with_name(TOKENIZER)), {}
+    dev = pick_device(device)
+    load_package()  # the modules that register other checkpoint formats
+    if path.name in LOADERS:
+        return LOADERS[path.name](path, dev)
     ck = load_checkpoint(path)
     model = GPT(GPTConfig(**ck["model_config"]))
     load_weights(model, path, ck)
@@ -113,8 +112,6 @@ def checkpoint_source(p: argparse.ArgumentParser, what: str) -> argparse._Mutual
 def model_flags(p: argparse.ArgumentParser) -> None:
     """Which checkpoint to load, and where: the commands that decode (read by model_path)."""
     checkpoint_source(p, "the")
-    p.add_argument("--quantized", action="store_true",
-                   help="the run's newest checkpoint written by `quantize` (<run>/int8/ or <run>/int4-g<N>/)")
     p.add_argument("--device", choices=DEVICES, default="auto")
 
 
@@ -132,10 +129,12 @@ def sampling_flags(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> Non
 
 
 def model_path(args: argparse.Namespace) -> Path:
-    """The checkpoint a decoding command loads: --checkpoint, --run or the newest, or with --quantized the
-    quantized one beside it."""
+    """The checkpoint a decoding command loads: --checkpoint, --run or the newest, unless a registered flag
+    chooses another beside it."""
     path = find_checkpoint(args.run, args.checkpoint)
-    return find_quantized(path) if args.quantized else path
+    for choose in CHECKPOINT_CHOICES:
+        path = choose(args, path)
+    return path
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
