@@ -169,7 +169,8 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
          "mb": _num(0, lo_open=True), "streamed": _bool, "layer": _str},
     ),
     "licenses": (_TITLED, {}),
-    "layers": ({"title": _str, "adds": _str, "needs": _names, "modules": _str_list, "words": _str_list}, {}),
+    "layers": ({"title": _str, "adds": _str, "needs": _names, "modules": _str_list, "words": _str_list},
+               {"requires": _names, "extras": lambda v: isinstance(v, dict), "dev": _names}),
     "layer_defaults": ({}, {"beginner": _names, "practitioner": _names, "researcher": _names, "cpu": _names,
                             "gpu-24gb": _names, "gpu-80gb": _names, "node-8gpu": _names, "cluster": _names}),
     "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py

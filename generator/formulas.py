@@ -264,6 +264,18 @@ def layers_error(layers: Any, catalog: Mapping[str, Any], data_source: str) -> s
     return ""
 
 
+def layer_packages(catalog: Mapping[str, Any], present: list[str]) -> dict[str, Any]:
+    """What the present layers add to the generated pyproject.toml: dependencies, extras and test packages."""
+    layers = [catalog["layers"][name] for name in present]
+    extras: dict[str, list[str]] = {}
+    for layer in layers:
+        for name, packages in layer.get("extras", {}).items():
+            extras.setdefault(name, []).extend(p for p in packages if p not in extras.get(name, []))
+    dev = [p for layer in layers for p in layer.get("dev", [])]
+    return {"requires": [p for layer in layers for p in layer.get("requires", [])], "extras": extras,
+            "dev": sorted(set(dev), key=dev.index)}
+
+
 def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: str, nodes: Any,
            hours: Any, layers: Any = ()) -> dict[str, Any]:
     """Everything a generated repository derives from its answers (copier.yml's `derived`)."""
@@ -290,6 +302,7 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
         "features": dict(t["features"]),
         "layers": {name: name in present for name in catalog["layers"]},  # what the template tests, by name
         "layer_list": present,
+        "packages": layer_packages(catalog, present),
         "device": b["device"],
         "nodes": n_nodes,
         "gpus_per_node": b["gpus_per_node"],
