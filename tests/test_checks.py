@@ -3,8 +3,8 @@ roadmap step with code has a check, every check has an experiment, and schema mi
 
 from __future__ import annotations
 
-import ast
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,13 @@ def answers(track: str, budget: str) -> dict:
 
 
 def experiment_names() -> set[str]:
-    """The keys of EXPERIMENTS in the template's experiments.py."""
-    source = (ROOT / "template" / "{{ derived.package_name }}" / "experiments.py").read_text()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "EXPERIMENTS":
-            return {k.value for k in node.value.keys}
-    raise AssertionError("experiments.py has no EXPERIMENTS")
+    """The checks that the template's modules register an experiment for, with @experiment (the function's name)
+    or @experiment(check="NAME")."""
+    names = set()
+    for path in (ROOT / "template" / "{{ derived.package_name }}").iterdir():
+        for check, function in re.findall(r'^@experiment(?:\(check="(\w+)"\))?.*\ndef (\w+)\(', path.read_text(), re.M):
+            names.add(check or function)
+    return names
 
 
 def _number(v: object) -> bool:
@@ -46,9 +47,10 @@ def test_rendered_checks_validate(spec: TemplateSpec, track: str, budget: str) -
     steps = spec.catalog["steps"]
     present = {s["title"] for s in steps.values() if step_applies(s, track, budget)[0]}
     assert set(checks) == {n for n, c in spec.catalog["checks"].items()
-                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)}
-    assert ("distributed" in checks) == derived["multi_gpu"]
-    assert ("lora_init" in checks) == derived["features"]["lora"]
+                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)
+                           and derived["layers"].get(c.get("layer"), True)}
+    assert ("distributed" in checks) == derived["layers"]["distributed"]
+    assert ("lora_init" in checks) == derived["layers"]["lora"]
     assert set(checks) <= experiment_names()
     for name, c in checks.items():
         assert c["step"] in present and isinstance(c["fast"], bool) and c["seconds"] >= 1, name
