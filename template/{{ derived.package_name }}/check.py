@@ -23,12 +23,18 @@ from typing import Any, Callable
 
 import yaml
 
-from .cli import command
+from .cli import command, load_package
 from .checkpoint import write_json
 from .config import COMMAND, REPO_ROOT
 
 EXPECTATIONS = REPO_ROOT / "checks.yml"
 RESULTS = Path("runs") / "checks"
+EXPERIMENTS: dict[str, Callable] = {}
+
+
+def experiment(fn):
+    EXPERIMENTS[fn.__name__] = fn
+    return fn
 
 
 @dataclass
@@ -115,8 +121,9 @@ def _duration(seconds: float) -> str:
 
 def run_check(check: Check, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one experiment in runs/checks/<name>/ and judge its figures; the result is also written as JSON."""
-    from .experiments import EXPERIMENTS, Context
+    from .experiments import Context
 
+    load_package()  # every module registers its experiments with @experiment
     work = RESULTS / check.name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 
-import hashlib
-import json
 import math
 import os
 import re
@@ -27,7 +25,8 @@ import numpy as np
 import torch
 
 from .config import REPO_ROOT, load_config
-from .data import TokenDataset, prepare
+from .check import EXPERIMENTS
+from .data import SourceSpec, TokenDataset, iter_documents, prepare
 from .decoding import continue_ids
 from .model import KVCache
 from .model import GPT, GPTConfig
@@ -93,7 +92,6 @@ def decoded_documents(prepared: Path, split: str) -> list[str]:
 
 def tokenizer(ctx: Context) -> Outcome:
     """Train BPE on the plays' training documents; round-trip and compress the held-out ones."""
-    from .sources import SourceSpec
     from .tokeval import PROBES, split_documents
 
     train_docs, held_out = split_documents(SourceSpec("shakespeare", None, max_bytes=ctx.setup["max_bytes"]))
@@ -112,20 +110,9 @@ def tokenizer(ctx: Context) -> Outcome:
 
 # -- data --------------------------------------------------------------------------------------------------
 
-PLANTED = {  # one of each kind pii.py detects; the card passes Luhn, the IBAN mod 97
-    "email": "ada.lovelace@example.org",
-    "phone": "+44 20 7946 0958",
-    "ip": "172.16.254.3",
-    "card": "4111 1111 1111 1111",
-    "iban": "GB82 WEST 1234 5698 7654 32",
-    "secret": "AKIAIOSFODNN7EXAMPLE",
-}
-
-
-def _corpus(ctx: Context, pii: str) -> tuple[Path, list[Path]]:
-    """Write ctx.setup['documents'] passages of the plays plus one document with PLANTED, then prepare them."""
-    from .sources import SourceSpec, iter_documents
-
+def play_corpus(ctx: Context, planted: str | None = None, **options: Any) -> tuple[Path, list[Path]]:
+    """Write ctx.setup['documents'] passages of the plays (plus a `planted` document), then prepare them with
+    prepare()'s `options`."""
     folder = ctx.work / "corpus"
     folder.mkdir()
     files = []
@@ -134,41 +121,17 @@ def _corpus(ctx: Context, pii: str) -> tuple[Path, list[Path]]:
             break
         files.append(folder / f"play-{i:02d}.txt")
         files[-1].write_text(doc.text[: ctx.setup["chars"]], encoding="utf-8")
-    files.append(folder / "planted.txt")
-    files[-1].write_text("Write to " + ", call ".join(PLANTED.values()) + " today.\n", encoding="utf-8")
-    out = prepare("files", str(folder / "*.txt"), ctx.setup["vocab_size"], ctx.work / "prepared", pii=pii,
-                  log=quiet, workers=1)
+    if planted is not None:
+        files.append(folder / "planted.txt")
+        files[-1].write_text(planted, encoding="utf-8")
+    out = prepare("files", str(folder / "*.txt"), ctx.setup["vocab_size"], ctx.work / "prepared", log=quiet,
+                  workers=1, **options)
     return out, files
-
-
-def data_pii(ctx: Context) -> Outcome:
-    """A planted-PII document goes through prepare --pii redact: counted in report.json, absent from the shards."""
-    out, _ = _corpus(ctx, "redact")
-    counts = json.loads((out / "report.json").read_text())["pii"]["counts"]
-    text = "".join(decoded_documents(out, "train") + decoded_documents(out, "val"))
-    left = [kind for kind, value in PLANTED.items() if value in text]
-    return Outcome({"pii_found": sum(counts.values()), "pii_left": len(left)},
-                   notes={"counts": counts, "left in the shards": left or "none"})
-
-
-def data_manifest(ctx: Context) -> Outcome:
-    """manifest.json records every input file's sha256; meta.json records the manifest's own hash."""
-    from .manifest import manifest_sha256
-
-    out, files = _corpus(ctx, "report")
-    manifest = json.loads((out / "manifest.json").read_text())
-    recorded = {Path(i["path"]).name: i["sha256"] for s in manifest["sources"] for i in s["inputs"]}
-    wrong = [f.name for f in files if recorded.get(f.name) != hashlib.sha256(f.read_bytes()).hexdigest()]
-    meta = json.loads((out / "meta.json").read_text())
-    if meta["manifest_sha256"] != manifest_sha256(manifest):
-        wrong.append("meta.json manifest_sha256")
-    return Outcome({"hash_mismatches": len(wrong), "inputs_recorded": len(recorded)},
-                   expected={"inputs_recorded": len(files)}, notes={"mismatches": wrong or "none"})
 
 
 def data_shards(ctx: Context) -> Outcome:
     """Decoding the shards gives every document back, each in exactly one split."""
-    out, files = _corpus(ctx, "report")
+    out, files = play_corpus(ctx)
     train, val = decoded_documents(out, "train"), decoded_documents(out, "val")
     originals = [f.read_text(encoding="utf-8") for f in files]
     lost = [f.name for f, text in zip(files, originals) if (train + val).count(text) != 1]
@@ -453,11 +416,11 @@ def sft_task(ctx: Context) -> Outcome:
                    notes={"finetune_s": summary["time_s"], "run": str(ctx.work / "sft")})
 
 
-EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
-    "data_manifest": data_manifest, "data_pii": data_pii, "tokenizer": tokenizer, "data_shards": data_shards,
+EXPERIMENTS.update({
+    "tokenizer": tokenizer, "data_shards": data_shards,
     "model_causality": model_causality, "model_kv_cache": model_kv_cache, "model_init_loss": model_init_loss,
     "training_overfit": training_overfit, "lr_schedule": lr_schedule, "training_resume": training_resume,
     "training_1m": training_1m, "mixed_precision": mixed_precision, "distributed": distributed, "sampling": sampling,
     "quantization": quantization, "batched_decoding": batched_decoding, "lora_init": lora_init, "sft_task": sft_task,
     "export_hf": export_hf,
-}
+})
