@@ -69,6 +69,13 @@ def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
+def _texts(v: Any) -> bool:
+    return isinstance(v, dict) and bool(v) and all(_str(k) and _str(x) for k, x in v.items())
+
+
+_texts.__doc__ = "a mapping of names to texts"
+
+
 ARCHITECTURES = ("gpt2", "llama")
 _LR = _num(0, 1, lo_open=True)
 
@@ -170,7 +177,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     ),
     "licenses": (_TITLED, {}),
     "layers": ({"title": _str, "adds": _str, "needs": _names, "modules": _str_list, "words": _str_list},
-               {"requires": _names, "extras": lambda v: isinstance(v, dict), "dev": _names}),
+               {"requires": _names, "extras": lambda v: isinstance(v, dict), "dev": _names, "readme": _texts}),
     "layer_defaults": ({}, {"beginner": _names, "practitioner": _names, "researcher": _names, "cpu": _names,
                             "gpu-24gb": _names, "gpu-80gb": _names, "node-8gpu": _names, "cluster": _names}),
     "steps": step_schema(_str, _str_list),  # tracks/roadmap.yml, see generator/roadmap_schema.py

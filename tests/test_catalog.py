@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 
 from pathlib import Path
@@ -87,9 +86,12 @@ def test_multi_node_budget_needs_node_limits(broken) -> None:
 
 
 def test_data_sources_name_the_readers_of_the_generated_prepare() -> None:
-    """The wizard offers a source for every reader of the generated sources.py, and names no reader it lacks."""
-    sources = (ROOT / "template" / "{{ derived.package_name }}" / "sources.py.jinja").read_text()
-    kinds = re.search(r"^SOURCE_KINDS = (\(.*\))$", sources, re.M)
-    assert kinds and ast.literal_eval(kinds.group(1)) == DATA_READERS
+    """The wizard offers a source for every reader that the generated package registers in data.READERS (the core's
+    in data.py, the datasets layer's in sources.py), and names no reader it lacks."""
+    package = ROOT / "template" / "{{ derived.package_name }}"
+    texts = [p.read_text() for p in package.iterdir() if p.name.startswith(("data.py", "{% if derived.layers.datasets"))]
+    kinds = [m.group(1) or m.group(2) for t in texts
+             for m in re.finditer(r'^    "(\w+)": Reader\(|^READERS\["(\w+)"\] = Reader\(', t, re.MULTILINE)]
+    assert sorted(kinds) == sorted(DATA_READERS)
     offered = {s["source"] for s in TemplateSpec(ROOT).catalog["data_sources"].values()}
     assert offered == set(DATA_READERS)

@@ -38,7 +38,7 @@ import yaml
 from .cli import command, load_package
 from .checkpoint import write_json
 from .config import COMMAND, REPO_ROOT, load_config
-from .data import TokenDataset, prepare
+from .data import SourceSpec, TokenDataset, iter_documents, prepare, split_documents
 from .decoding import KVCache, SamplingParams, continue_ids
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer
@@ -296,7 +296,6 @@ def run_losses(run: Path) -> dict[int, float]:
 def prepared_passages(ctx: Context, more: dict[str, str] | None = None, **options: Any) -> tuple[Path, list[Path]]:
     """ctx.setup['documents'] passages of the plays (ctx.setup['chars'] characters each) and the `more` files
     (name: text) written to ctx.work/corpus/, then prepared (`options` go to prepare): (prepared, files)."""
-    from .sources import SourceSpec, iter_documents
 
     folder = ctx.work / "corpus"
     folder.mkdir()
@@ -328,12 +327,18 @@ def decoded_documents(prepared: Path, split: str) -> list[str]:
     return docs
 
 
+# Texts outside the plays' alphabet that every vocabulary must round-trip exactly.
+PROBES = {
+    "non_ascii": "Ünïcödé café — naïve Straße, Ελληνικά, русский, 日本語のテキスト, עברית, हिन्दी",
+    "emoji": "emoji 😀👍🏽 family 👨‍👩‍👧 flags 🇫🇷🇯🇵 and ✨ sparkles",
+    "code": "def f(x: int) -> int:\n\tif x != 0:  # note\r\n        return {'k': [x ** 2]}\n    return -1\n",
+    "whitespace": "  \n\n\t \r\n   trailing   ",
+}
+
+
 @experiment
 def tokenizer(ctx: Context) -> Outcome:
     """Train BPE on the plays' training documents; round-trip and compress the held-out ones."""
-    from .sources import SourceSpec
-    from .tokeval import PROBES, split_documents
-
     train_docs, held_out = split_documents(SourceSpec("shakespeare", None, max_bytes=ctx.setup["max_bytes"]))
     sizes = ctx.setup["vocab_sizes"]
     largest = BPETokenizer.train(train_docs, max(sizes), log=quiet)

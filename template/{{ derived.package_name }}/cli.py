@@ -95,7 +95,7 @@ def load_package() -> dict[str, Command]:
     left out; the command that uses it lives in a module without that import and says what to install."""
     package = sys.modules[__package__]
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name == "__main__":  # runs the command line itself
+        if module.name == "__main__":  # `python -m`'s entry point: importing it runs the command line
             continue
         try:
             importlib.import_module(f"{__package__}.{module.name}")
