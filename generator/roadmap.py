@@ -116,16 +116,17 @@ def rendered_checks(spec: TemplateSpec, answers: dict[str, Any], derived: dict[s
     return yaml.safe_load(spec.render(text, {**answers, "derived": derived}))
 
 
-def _snippet(spec: TemplateSpec, answers: dict[str, Any], package: str, data: dict[str, Any], cache: dict) -> Snippet:
+def _snippet(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any], data: dict[str, Any],
+             cache: dict) -> Snippet:
     """The step's code as it is in the repository once the step's layers are in it (`llm-blueprint add` brings
     them), so a step whose layer is missing still shows the code that layer adds."""
     ref = data["snippet"]
-    layers = tuple(with_needs(spec.catalog, [*answers.get("layers", []), *data.get("layers", [])]))
+    layers = tuple(with_needs(spec.catalog, [*derived["layer_list"], *data.get("layers", [])]))
     if (ref["file"], layers) not in cache:
         with_layers = {**answers, "layers": list(layers)}
         cache[ref["file"], layers] = template_file(spec, ref["file"], with_layers, spec.derive(with_layers))
     first, code = cut_snippet(cache[ref["file"], layers], ref["start"], ref.get("end"))
-    return Snippet(ref["file"].replace(SNIPPET_ROOT, package + "/", 1), first, code)
+    return Snippet(ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1), first, code)
 
 
 def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
@@ -138,7 +139,7 @@ def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
     for number, (sid, entry) in enumerate(est["steps"].items(), 1):
         data = catalog["steps"][sid]
         steps.append(Step(
-            id=sid, number=number, data=data, estimate=entry, snippet=_snippet(spec, answers, derived["package_name"], data, rendered),
+            id=sid, number=number, data=data, estimate=entry, snippet=_snippet(spec, answers, derived, data, rendered),
             commands=[project_command(c, derived) for c in data.get("commands", [])],
             experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
             checks={name: c for name, c in checks.items() if c["step"] == data["title"]},
