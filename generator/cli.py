@@ -43,6 +43,32 @@ def _add_question_flags(parser: argparse.ArgumentParser, spec: TemplateSpec, onl
         parser.add_argument(q.flag, dest=q.name, metavar=q.name.upper(), help=q.help + extra)
 
 
+def _add_layer_parsers(sub: Any) -> None:
+    """`add` and `layers`: the commands that change or show a generated project's layers."""
+    add = sub.add_parser(
+        "add",
+        help="add a layer (a capability beyond the core) to a generated project",
+        description="Add LAYER, and the layers it needs, to a generated project: `copier update` with the "
+        "project's `layers` answer changed (to the newest template, like `update`). Your committed edits are "
+        "kept and a clean merge is committed; uncommitted changes are refused; on a conflict it exits 1, lists "
+        "the files and commits nothing. `llm-blueprint layers` lists the layers.",
+        epilog=f"examples: {PROG} add serve (in the project's folder); {PROG} add lora my-llm",
+    )
+    add.add_argument("layer", metavar="LAYER", help="the layer to add, e.g. serve, finetune, lora")
+    add.add_argument("path", nargs="?", default=".", metavar="PATH", help="the generated project (default: .)")
+
+    lay = sub.add_parser(
+        "layers",
+        help="list the layers, what each adds and needs, and which a project has",
+        description="List every layer (a capability beyond the core): what it adds and which layers it needs. "
+        "In a generated project (PATH, or the current folder) each is marked + (present) or - (absent: "
+        f"`{PROG} add LAYER` adds it); elsewhere the list ends with each track's and budget's default layers.",
+        epilog=f"examples: {PROG} layers my-llm; {PROG} layers",
+    )
+    lay.add_argument("path", nargs="?", metavar="PATH",
+                     help="a generated project (default: the current folder, if it is one)")
+
+
 def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -76,27 +102,7 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
     upd.add_argument("--dry-run", action="store_true", help="show what would change, in a throwaway clone; change nothing")
     upd.add_argument("--no-commit", action="store_true", help="leave a clean merge uncommitted for review")
 
-    add = sub.add_parser(
-        "add",
-        help="add a layer (a capability beyond the core) to a generated project",
-        description="Add LAYER, and the layers it needs, to a generated project: `copier update` with the "
-        "project's `layers` answer changed (to the newest template, like `update`). Your committed edits are "
-        "kept and a clean merge is committed; uncommitted changes are refused; on a conflict it exits 1, lists "
-        "the files and commits nothing. `llm-blueprint layers` lists the layers.",
-        epilog=f"examples: {PROG} add serve (in the project's folder); {PROG} add lora my-llm",
-    )
-    add.add_argument("layer", metavar="LAYER", help="the layer to add, e.g. serve, finetune, lora")
-    add.add_argument("path", nargs="?", default=".", metavar="PATH", help="the generated project (default: .)")
-
-    lay = sub.add_parser(
-        "layers",
-        help="list the layers, what each adds and needs, and which a project has",
-        description="List every layer (a capability beyond the core): what it adds and which layers it needs. "
-        "In a generated project (PATH, or the current folder) each is marked + (present) or - (absent: "
-        f"`{PROG} add LAYER` adds it); elsewhere the list ends with each track's and budget's default layers.",
-        epilog=f"examples: {PROG} layers my-llm; {PROG} layers",
-    )
-    lay.add_argument("path", nargs="?", metavar="PATH", help="a generated project (default: the current folder, if it is one)")
+    _add_layer_parsers(sub)
 
     sub.add_parser("tracks", help="list tracks and budgets and what each gives", description="List tracks and budgets.")
 
@@ -193,7 +199,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     also = f" (with {', '.join(needed)}, which it needs)" if needed else ""
     update = result.update
     template = f"; template {update.old} -> {update.new}" if update.new != update.old else ""
-    print(f"Added the {args.layer} layer{also} to {project.name}{template}: {len(update.changed)} file(s) changed, committed.")
+    print(f"Added the {args.layer} layer{also} to {project.name}{template}: "
+          f"{len(update.changed)} file(s) changed, committed.")
     for name in update.changed:
         print(f"  {name}")
     return 0
