@@ -36,6 +36,7 @@ def plan_rows(answers: dict[str, Any], derived: dict[str, Any], catalog: dict[st
         ("time", f"{plan['hours']:g} h of training"),
         ("cost", "free (your own machine)" if budget["price_per_hour"] == 0 else f"~${float(plan['cost_usd']):,.2f} "
                  f"at ${budget['price_per_hour']:g}/h{' per node' if derived['nodes'] > 1 else ''}"),
+        ("layers", ", ".join(derived["layer_list"]) or "none: the core alone (llm-blueprint add LAYER adds one later)"),
         *([("data", warning)] if warning else []),
     ]
 

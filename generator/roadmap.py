@@ -18,8 +18,9 @@ import yaml
 
 from generator.errors import UserError
 from generator.estimate import estimate
+from generator.formulas import with_needs
 from generator.roadmap_schema import PACKAGE_DIR, SNIPPET_ROOT
-from generator.roadmap_text import experiment_expected, project_command
+from generator.roadmap_text import experiment_expected, project_command, step_layers
 from generator.spec import TemplateSpec
 
 
@@ -40,6 +41,7 @@ class Step:
     commands: list[str] = field(default_factory=list)  # with the project's command in front
     experiment: dict[str, Any] | None = None  # the micro-experiment with `expected` resolved for this track
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # `check` entries of this step (checks.yml)
+    layers: list[tuple[str, str | None]] = field(default_factory=list)  # roadmap_text.step_layers
     critical: bool = False
 
 
@@ -114,25 +116,34 @@ def rendered_checks(spec: TemplateSpec, answers: dict[str, Any], derived: dict[s
     return yaml.safe_load(spec.render(text, {**answers, "derived": derived}))
 
 
+def _snippet(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any], data: dict[str, Any],
+             cache: dict) -> Snippet:
+    """The step's code as it is in the repository once the step's layers are in it (`llm-blueprint add` brings
+    them), so a step whose layer is missing still shows the code that layer adds."""
+    ref = data["snippet"]
+    layers = tuple(with_needs(spec.catalog, [*derived["layer_list"], *data.get("layers", [])]))
+    if (ref["file"], layers) not in cache:
+        with_layers = {**answers, "layers": list(layers)}
+        cache[ref["file"], layers] = template_file(spec, ref["file"], with_layers, spec.derive(with_layers))
+    first, code = cut_snippet(cache[ref["file"], layers], ref["start"], ref.get("end"))
+    return Snippet(ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1), first, code)
+
+
 def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
     derived = spec.derive(answers)
     est = estimate(spec, answers, derived)
     catalog = spec.catalog
-    rendered: dict[str, str] = {}
+    rendered: dict[tuple[str, tuple[str, ...]], str] = {}
     checks = rendered_checks(spec, answers, derived)
     steps = []
     for number, (sid, entry) in enumerate(est["steps"].items(), 1):
         data = catalog["steps"][sid]
-        ref = data["snippet"]
-        if ref["file"] not in rendered:
-            rendered[ref["file"]] = template_file(spec, ref["file"], answers, derived)
-        first, code = cut_snippet(rendered[ref["file"]], ref["start"], ref.get("end"))
-        path = ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1)
         steps.append(Step(
-            id=sid, number=number, data=data, estimate=entry, snippet=Snippet(path, first, code),
+            id=sid, number=number, data=data, estimate=entry, snippet=_snippet(spec, answers, derived, data, rendered),
             commands=[project_command(c, derived) for c in data.get("commands", [])],
             experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
             checks={name: c for name, c in checks.items() if c["step"] == data["title"]},
+            layers=step_layers(data, catalog["layers"], derived),
         ))
     return Roadmap(answers, derived, catalog, est, steps)
 
@@ -145,6 +156,7 @@ def attachment_py(roadmap: Roadmap, step: Step) -> str:
     last = s.first_line + s.code.count("\n") - 1
     header = [f"# Step {step.number}, {step.data['title']}: {s.path}, lines {s.first_line}-{last}, as generated for "
               f"the {roadmap.answers['track']} track ({roadmap.answers['budget']} budget)."]
+    header += [f"# First: {add} (the repository lacks {name})" for name, add in step.layers if add]
     header += [f"# Try: {c}" for c in step.commands] or ["# The template has no command for this step yet."]
     return "\n".join(header) + "\n\n" + s.code
 

@@ -241,6 +241,7 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
     pdf.ln(1.5)
     _para(pdf, data["explanation"][track])
 
+    _layers(pdf, step)
     _heading(pdf, "Commands")
     if step.commands:
         for command in step.commands:
@@ -289,6 +290,17 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
         check = f"Checked by {note['check']}." if note["check"] else "No automated check yet."
         _para(pdf, f"{note['topic']}: {note['note']} {check}", 9)
         pdf.ln(0.8)
+
+
+def _layers(pdf: FPDF, step: Step) -> None:
+    """The layers the step needs, and the command that adds each one the repository lacks."""
+    if not step.layers:
+        return
+    _heading(pdf, "Layers")
+    for name, add in step.layers:
+        _para(pdf, f"{name}: " + ("not in this repository yet; add it with" if add else "in this repository."), 9)
+        if add:
+            _mono_line(pdf, add)
 
 
 def _code(pdf: FPDF, code: str) -> None:

@@ -124,6 +124,7 @@ def step_schema(text: Check, ids: Check) -> tuple[dict[str, Check], dict[str, Ch
     }
     optional = {  # a step without tracks or budgets applies to all of them
         "tracks": ids, "budgets": ids, "optional_tracks": ids, "optional_budgets": ids, "commands": commands,
+        "layers": ids,
         "experiment": experiment,
         "estimate": estimate,
     }

@@ -18,6 +18,7 @@ from pypdf import PdfReader
 from generator.source import copy_template
 from generator.errors import UserError
 from generator.estimate import estimate
+from generator.formulas import default_layers
 from generator.render import render
 from generator.roadmap import attachment_ipynb, attachment_py, build, markdown
 from generator.roadmap_layout import layout
@@ -29,11 +30,13 @@ from tests.conftest import ROOT
 
 # Rendered once each: the smallest and the largest combination, and the practitioner in between.
 CASES = [("beginner", "cpu"), ("practitioner", "gpu-24gb"), ("researcher", "cluster")]
+CATALOG = TemplateSpec(ROOT).catalog
 
 
 def answers(track: str, budget: str) -> dict:
     a = {"project_name": f"rm-{track[:4]}", "track": track, "budget": budget, "hours": 2.0,
-         "data_source": "shakespeare", "license": "MIT", "author": ""}
+         "data_source": "shakespeare", "license": "MIT", "author": "",
+         "layers": default_layers(CATALOG, track, budget, "shakespeare")}
     return {**a, "nodes": 4} if budget == "cluster" else a
 
 
