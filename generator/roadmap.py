@@ -18,9 +18,9 @@ import yaml
 
 from generator.errors import UserError
 from generator.estimate import estimate
-from generator.roadmap_schema import PACKAGE_DIR, SNIPPET_ROOT
+from generator.roadmap_models import SNIPPET_ROOT
 from generator.roadmap_text import experiment_expected, project_command
-from generator.spec import TemplateSpec
+from generator.spec import TEMPLATE_PACKAGE_DIR, TemplateSpec
 
 
 @dataclass
@@ -62,7 +62,7 @@ def template_file(spec: TemplateSpec, rel: str, answers: dict[str, Any], derived
     """A template file as Copier writes it for these answers; `rel` is PACKAGE/<module>.py. Conditional file names
     (one model.py per architecture) are rendered like Copier renders them, to find the source of that file."""
     context = {**answers, "derived": derived}
-    folder = spec.root / "template" / PACKAGE_DIR
+    folder = spec.root / "template" / TEMPLATE_PACKAGE_DIR
     wanted = rel.replace(SNIPPET_ROOT, "", 1)
     for path in sorted(folder.iterdir()):
         jinja = path.name.endswith(".jinja")

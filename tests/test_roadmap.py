@@ -22,7 +22,7 @@ from generator.render import render
 from generator.roadmap import attachment_ipynb, attachment_py, build, markdown
 from generator.roadmap_layout import layout
 from generator.roadmap_pdf import FONTS, attachment_names, render_pdf, step_dest
-from generator.roadmap_schema import cli_commands
+from generator.spec import cli_commands
 from generator.source import TemplateSource
 from generator.spec import TemplateSpec
 from tests.conftest import ROOT
@@ -66,12 +66,13 @@ def test_sixteen_steps_in_dependency_order(spec: TemplateSpec) -> None:
     ("old", "new", "expected"),
     [
         ("    depends_on: [data_collection]\n", "    depends_on: [tokenizer]\n", "cleaning_pii.depends_on: 'tokenizer' is not a step listed above"),
-        ("    commands: [bench --config tiny --steps 2]\n", "    commands: [deploy --port 80]\n", "steps.model.commands: expected a non-empty list of commands"),
+        ("    commands: [prepare --config tiny --source shakespeare, pytest", "    commands: [deploy --port 80, pytest",
+         "steps.data_collection.commands: expected commands starting with one of prepare, train"),
         ("      - {kind: official, title: torch.nn.init,", "      - {kind: blog, title: torch.nn.init,", "steps.initialisation.tools"),
         ("    optional_tracks: [beginner]\n", "    optional_tracks: [novice]\n", "fine_tuning.optional_tracks: unknown id 'novice'"),
         ("        check: tests/test_train.py::test_checkpoint_loads_with_weights_only\n    snippet: {file: PACKAGE/train.py, start: \"for",
          "        check: the tests\n    snippet: {file: PACKAGE/train.py, start: \"for", "steps.training_loop.security"),
-        ("      expected_from: tiny.params\n", "", "steps.model.experiment: expected"),
+        ("      expected_from: tiny.params\n", "", "steps.model.experiment: give exactly one of expected and expected_from"),
     ],
 )
 def test_roadmap_mistakes_are_reported(tmp_path: Path, old: str, new: str, expected: str) -> None:
