@@ -216,8 +216,12 @@ def load_catalog(root: Path, include_expression: str,
             if section in data:
                 raise UserError(f"{rel}: {section}: section is defined in {files[section]} too")
             data[section], files[section] = entries, rel
+    return validate_catalog(data, files, cli_commands), data
+
+
+def validate_catalog(data: dict[str, Any], files: dict[str, str], cli_commands: tuple[str, ...]) -> Catalog:
+    """The merged sections as a Catalog, or a one-line UserError naming the file (files: section -> file)."""
     try:
-        models = Catalog.model_validate(data, context={"cli_commands": cli_commands})
+        return Catalog.model_validate(data, context={"cli_commands": cli_commands})
     except ValidationError as exc:
         raise UserError(describe(exc, files)) from None
-    return models, data
