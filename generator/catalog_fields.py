@@ -58,8 +58,10 @@ def integer(lo: int) -> Any:
 
 def number(lo: float, hi: float = math.inf, lo_open: bool = False) -> Any:
     low = Gt(lo) if lo_open else Ge(lo)
-    what = f"a number {'>' if lo_open else '>='} {lo:g}" if hi == math.inf else \
-        f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    if hi == math.inf:
+        what = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        what = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
     return Annotated[float, low, Le(hi), expect(what)]
 
 

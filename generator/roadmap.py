@@ -18,7 +18,8 @@ import yaml
 
 from generator.errors import UserError
 from generator.estimate import estimate
-from generator.roadmap_models import SNIPPET_ROOT
+from generator.catalog import Catalog
+from generator.roadmap_models import SNIPPET_ROOT, Step as StepEntry
 from generator.roadmap_text import experiment_expected, project_command
 from generator.spec import TEMPLATE_PACKAGE_DIR, TemplateSpec
 
@@ -34,7 +35,7 @@ class Snippet:
 class Step:
     id: str
     number: int
-    data: dict[str, Any]  # the step in tracks/roadmap.yml
+    data: StepEntry  # the step in tracks/roadmap.yml
     estimate: dict[str, Any]  # its entry in the estimate: optional, hours, cost_usd, rows
     snippet: Snippet
     commands: list[str] = field(default_factory=list)  # with the project's command in front
@@ -47,14 +48,14 @@ class Step:
 class Roadmap:
     answers: dict[str, Any]
     derived: dict[str, Any]
-    catalog: dict[str, Any]
+    catalog: Catalog
     estimate: dict[str, Any]
     steps: list[Step]
 
     @property
     def title(self) -> str:
-        track = self.catalog["tracks"][self.answers["track"]]["title"]
-        budget = self.catalog["budgets"][self.answers["budget"]]["title"]
+        track = self.catalog.tracks[self.answers["track"]].title
+        budget = self.catalog.budgets[self.answers["budget"]].title
         return f"Roadmap for {self.answers['project_name']}: {track} track, {budget}"
 
 
@@ -101,6 +102,8 @@ def cut_snippet(source: str, start: str, end: str | None = None) -> tuple[int, s
 
 
 def _experiment(step: dict[str, Any], track: str, derived: dict[str, Any]) -> dict[str, Any] | None:
+    """The step's micro-experiment as roadmap_text reads it: a plain mapping of tracks/roadmap.yml (that module is
+    also a Jinja extension, which Copier hands plain data)."""
     exp = step.get("experiment")
     if exp is None:
         return None
@@ -117,22 +120,23 @@ def rendered_checks(spec: TemplateSpec, answers: dict[str, Any], derived: dict[s
 def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
     derived = spec.derive(answers)
     est = estimate(spec, answers, derived)
-    catalog = spec.catalog
+    catalog = spec.models
     rendered: dict[str, str] = {}
     checks = rendered_checks(spec, answers, derived)
     steps = []
     for number, (sid, entry) in enumerate(est["steps"].items(), 1):
-        data = catalog["steps"][sid]
-        ref = data["snippet"]
-        if ref["file"] not in rendered:
-            rendered[ref["file"]] = template_file(spec, ref["file"], answers, derived)
-        first, code = cut_snippet(rendered[ref["file"]], ref["start"], ref.get("end"))
-        path = ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1)
+        data = catalog.steps[sid]
+        ref = data.snippet
+        if ref.file not in rendered:
+            rendered[ref.file] = template_file(spec, ref.file, answers, derived)
+        first, code = cut_snippet(rendered[ref.file], ref.start, ref.end)
+        path = ref.file.replace(SNIPPET_ROOT, derived["package_name"] + "/", 1)
         steps.append(Step(
             id=sid, number=number, data=data, estimate=entry, snippet=Snippet(path, first, code),
-            commands=[project_command(c, derived) for c in data.get("commands", [])],
-            experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
-            checks={name: c for name, c in checks.items() if c["step"] == data["title"]},
+            commands=[project_command(c, derived) for c in data.commands or []],
+            experiment=_experiment(spec.catalog["steps"][sid], answers["track"], derived),
+            critical=sid in est["critical_path"],
+            checks={name: c for name, c in checks.items() if c["step"] == data.title},
         ))
     return Roadmap(answers, derived, catalog, est, steps)
 
@@ -143,7 +147,7 @@ def attachment_py(roadmap: Roadmap, step: Step) -> str:
     """The step's snippet as a .py file, with a header saying where it comes from and how to try it."""
     s = step.snippet
     last = s.first_line + s.code.count("\n") - 1
-    header = [f"# Step {step.number}, {step.data['title']}: {s.path}, lines {s.first_line}-{last}, as generated for "
+    header = [f"# Step {step.number}, {step.data.title}: {s.path}, lines {s.first_line}-{last}, as generated for "
               f"the {roadmap.answers['track']} track ({roadmap.answers['budget']} budget)."]
     header += [f"# Try: {c}" for c in step.commands] or ["# The template has no command for this step yet."]
     return "\n".join(header) + "\n\n" + s.code
@@ -153,7 +157,7 @@ def attachment_ipynb(roadmap: Roadmap, step: Step) -> str:
     """A notebook with the explanation, the snippet and the commands; fixed cell ids keep the bytes stable."""
     v4 = nbformat.v4
     track = roadmap.answers["track"]
-    intro = f"# {step.number}. {step.data['title']}\n\n{step.data['summary']}\n\n{step.data['explanation'][track]}"
+    intro = f"# {step.number}. {step.data.title}\n\n{step.data.summary}\n\n{step.data.explanation[track]}"
     cells = [
         v4.new_markdown_cell(intro, id=f"{step.id}-intro"),
         v4.new_markdown_cell(f"From `{step.snippet.path}` (line {step.snippet.first_line}) of the generated project:",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.formulas import step_applies
+from generator.formulas import default_layers, step_applies
 from generator.roadmap import build, rendered_checks
 from generator.spec import TemplateSpec
 from tests.test_catalog import broken  # noqa: F401  (the fixture)
@@ -21,8 +21,10 @@ WAYS = ("expected", "at_most", "at_least")  # a figure fixes one of these, or th
 
 
 def answers(track: str, budget: str) -> dict:
+    """The answers of a render with the track's and budget's default layers (copier.yml's `layers` default)."""
+    catalog = TemplateSpec(ROOT).catalog
     a = {"project_name": "chk", "track": track, "budget": budget, "hours": 2.0, "data_source": "shakespeare",
-         "license": "MIT", "author": ""}
+         "license": "MIT", "author": "", "layers": default_layers(catalog, track, budget, "shakespeare")}
     return {**a, "nodes": 4} if budget == "cluster" else a
 
 
@@ -46,9 +48,10 @@ def test_rendered_checks_validate(spec: TemplateSpec, track: str, budget: str) -
     steps = spec.catalog["steps"]
     present = {s["title"] for s in steps.values() if step_applies(s, track, budget)[0]}
     assert set(checks) == {n for n, c in spec.catalog["checks"].items()
-                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)}
+                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)
+                           and derived["layers"].get(c.get("layer"), True)}
     assert ("distributed" in checks) == derived["multi_gpu"]
-    assert ("lora_init" in checks) == derived["features"]["lora"]
+    assert ("lora_init" in checks) == derived["layers"]["lora"]
     assert set(checks) <= experiment_names()
     for name, c in checks.items():
         assert c["step"] in present and isinstance(c["fast"], bool) and c["seconds"] >= 1, name
