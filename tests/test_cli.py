@@ -28,7 +28,7 @@ def test_new_with_flags_renders_commits_and_prints_next_steps(cli, tmp_path: Pat
 def test_every_question_is_a_flag_in_help(spec) -> None:
     result = run_python("-m", "generator", "new", "--help", cwd=ROOT)
     assert result.returncode == 0
-    assert len(spec.questions) == 9
+    assert len(spec.questions) == 10
     for q in spec.questions:
         assert q.flag in result.stdout
     assert "beginner, practitioner, researcher" in result.stdout

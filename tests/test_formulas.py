@@ -207,11 +207,12 @@ def test_a_streamed_corpus_is_read_to_what_the_plan_trains_on(spec: TemplateSpec
 
 
 def test_finetune_defaults_follow_the_track_features_and_architecture(spec: TemplateSpec) -> None:
-    """sft everywhere, the other methods where the track has their feature; GPT-2 gets its own SFT step count."""
+    """sft everywhere, the other methods where the repository has their layer; GPT-2 gets its own SFT step count."""
     tracks, catalog = spec.catalog["tracks"], spec.catalog
-    beginner = formulas.finetune_defaults(catalog, tracks["beginner"])
-    researcher = formulas.finetune_defaults(catalog, tracks["researcher"])
+    beginner = formulas.finetune_defaults(catalog, tracks["beginner"], ["finetune"])
+    researcher = formulas.finetune_defaults(catalog, tracks["researcher"], ["finetune", "lora", "qlora", "dpo"])
     assert list(beginner) == ["sft"] and beginner["sft"] == {"lr_factor": 1.0, "max_steps": 1200}
     assert list(researcher) == ["sft", "lora", "qlora", "dpo"] and researcher["sft"]["max_steps"] == 400
-    assert spec.derive({"project_name": "p", "track": "practitioner", "budget": "cpu", "hours": 1})["finetune"] == {
+    assert spec.derive({"project_name": "p", "track": "practitioner", "budget": "cpu", "hours": 1,
+                        "layers": ["lora"]})["finetune"] == {
         "sft": {"lr_factor": 1.0, "max_steps": 400}, "lora": {"lr_factor": 3.0, "max_steps": 400}}

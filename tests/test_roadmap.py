@@ -18,6 +18,7 @@ from pypdf import PdfReader
 from generator.source import copy_template
 from generator.errors import UserError
 from generator.estimate import estimate
+from generator.formulas import default_layers
 from generator.render import render
 from generator.roadmap import attachment_ipynb, attachment_py, build, markdown
 from generator.roadmap_layout import layout
@@ -32,8 +33,10 @@ CASES = [("beginner", "cpu"), ("practitioner", "gpu-24gb"), ("researcher", "clus
 
 
 def answers(track: str, budget: str) -> dict:
+    """The answers of a render with the track's and budget's default layers (copier.yml's `layers` default)."""
+    layers = default_layers(TemplateSpec(ROOT).catalog, track, budget, "shakespeare")
     a = {"project_name": f"rm-{track[:4]}", "track": track, "budget": budget, "hours": 2.0,
-         "data_source": "shakespeare", "license": "MIT", "author": ""}
+         "data_source": "shakespeare", "license": "MIT", "author": "", "layers": layers}
     return {**a, "nodes": 4} if budget == "cluster" else a
 
 
