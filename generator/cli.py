@@ -159,7 +159,7 @@ def cmd_new(args: argparse.Namespace, spec: TemplateSpec) -> int:
     )
     dest = (dest or Path(answers["project_name"])).resolve()
     check_destination(dest)
-    print(format_plan(answers, spec.derive(answers), spec.catalog))
+    print(format_plan(spec, answers, spec.derive(answers)))
     if interactive and not args.yes and not confirm(f"Create {dest}?"):
         print("Nothing was written.")
         return 1
@@ -220,18 +220,17 @@ def cmd_layers(args: argparse.Namespace, spec: TemplateSpec) -> int:
 
 
 def cmd_tracks(spec: TemplateSpec) -> int:
-    catalog = spec.catalog
     print("Tracks (--track):")
-    for key, t in catalog["tracks"].items():
-        print(f"\n  {key}: {t['title']}. {t['summary']}")
-        for item in t["gives"]:
+    for key, t in spec.models.tracks.items():
+        print(f"\n  {key}: {t.title}. {t.summary}")
+        for item in t.gives:
             print(f"    - {item}")
     print("\nBudgets (--budget):")
-    for key, b in catalog["budgets"].items():
-        price = "free" if b["price_per_hour"] == 0 else f"~${b['price_per_hour']:g}/h" + (" per node" if b.get("multi_node") else "")
-        nodes = f", --nodes 2..{b['max_nodes']} (default {b['default_nodes']})" if b.get("multi_node") else ""
-        print(f"\n  {key}: {b['title']}. {b['summary']}")
-        print(f"    {b['accelerator']}; {price}; default {b['default_hours']:g} h{nodes}")
+    for key, b in spec.models.budgets.items():
+        price = "free" if b.price_per_hour == 0 else f"~${b.price_per_hour:g}/h" + (" per node" if b.multi_node else "")
+        nodes = f", --nodes 2..{b.max_nodes} (default {b.default_nodes})" if b.multi_node else ""
+        print(f"\n  {key}: {b.title}. {b.summary}")
+        print(f"    {b.accelerator}; {price}; default {b.default_hours:g} h{nodes}")
     return 0
 
 
@@ -256,13 +255,13 @@ def cmd_estimate(args: argparse.Namespace, spec: TemplateSpec) -> int:
             raise UserError("--all prints every track and budget: drop --track and --budget")
         rows = []
         for track, budget in combinations(spec):
-            multi_node = spec.catalog["budgets"][budget].get("multi_node", False)
+            multi_node = spec.models.budgets[budget].multi_node
             rows.append(_answers(spec, args, ("hours", "nodes") if multi_node else ("hours",), track=track, budget=budget))
         print(format_all(spec, rows))
         return 0
     answers = _answers(spec, args, ("track", "budget", "nodes", "hours", "layers"))
     derived = spec.derive(answers)
-    print(format_estimate(answers, derived, estimate(spec, answers, derived), spec.catalog))
+    print(format_estimate(spec, answers, derived, estimate(spec, answers, derived)))
     return 0
 
 

@@ -15,10 +15,10 @@ from typing import Any
 from generator.formulas import with_needs
 
 # The release before layers (llm-blueprint at commit bd29bf6) gave every repository every capability except these,
-# which only the tracks or budgets named here had: LoRA, QLoRA and DPO were track features, and the distributed
-# tests and launch scripts came with the multi-GPU budgets. Frozen: it describes repositories that exist.
+# which only the tracks named here had: LoRA, QLoRA and DPO were track features. Every one of its repositories had
+# distributed.py (DDP under torchrun on any budget), so every one keeps the distributed layer. Frozen: it describes
+# repositories that exist.
 PREVIOUS_RELEASE_ONLY_ON: dict[str, tuple[str, ...]] = {
-    "distributed": ("node-8gpu", "cluster"),
     "lora": ("practitioner", "researcher"),
     "qlora": ("researcher",),
     "dpo": ("researcher",),

@@ -129,10 +129,10 @@ def test_layers_lists_presence_in_a_project_and_defaults_elsewhere(cli, tmp_path
 
 
 @pytest.mark.parametrize(("track", "budget", "expected"), [
-    ("beginner", "cpu", ["governance", "datasets", "precision", "evaluation", "chat", "finetune", "quantize", "export",
-                         "serve", "bench"]),
-    ("practitioner", "gpu-24gb", ["governance", "datasets", "precision", "evaluation", "chat", "finetune", "lora",
-                                  "quantize", "export", "serve", "bench"]),
+    ("beginner", "cpu", ["governance", "datasets", "distributed", "precision", "evaluation", "chat", "finetune",
+                         "quantize", "export", "serve", "bench"]),
+    ("practitioner", "gpu-24gb", ["governance", "datasets", "distributed", "precision", "evaluation", "chat",
+                                  "finetune", "lora", "quantize", "export", "serve", "bench"]),
     ("researcher", "cluster", ["governance", "datasets", "distributed", "precision", "evaluation", "chat", "finetune",
                                "lora", "qlora", "dpo", "quantize", "export", "serve", "bench"]),
 ])
