@@ -453,11 +453,18 @@ def sft_task(ctx: Context) -> Outcome:
                    notes={"finetune_s": summary["time_s"], "run": str(ctx.work / "sft")})
 
 
+def first_sample(ctx: Context) -> Outcome:
+    """The quick start (prepare, train --config tiny, generate): its sample's share of words of the training text."""
+    from .first_sample import run_first_sample
+
+    figures, notes = run_first_sample(ctx.work, ctx.setup, ctx.log)
+    return Outcome(figures, notes=notes)
+
 EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "data_manifest": data_manifest, "data_pii": data_pii, "tokenizer": tokenizer, "data_shards": data_shards,
     "model_causality": model_causality, "model_kv_cache": model_kv_cache, "model_init_loss": model_init_loss,
     "training_overfit": training_overfit, "lr_schedule": lr_schedule, "training_resume": training_resume,
     "training_1m": training_1m, "mixed_precision": mixed_precision, "distributed": distributed, "sampling": sampling,
     "quantization": quantization, "batched_decoding": batched_decoding, "lora_init": lora_init, "sft_task": sft_task,
-    "export_hf": export_hf,
+    "export_hf": export_hf, "first_sample": first_sample,
 }
