@@ -154,7 +154,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "eval_interval": _int(1),
             "precision": _one_of("auto", "bf16", "fp16", "fp32"),
         },
-        {"max_steps": _int(1), "sizes": _sizes},
+        {"max_steps": _int(1), "lr_by_architecture": _by_architecture(_LR), "sizes": _sizes},
     ),
     "finetune": ({"lr_factor": _num(0, 100, lo_open=True), "max_steps": _int(1)},
                  {"max_steps_by_architecture": _by_architecture(_int(1))}),

@@ -131,7 +131,8 @@ def model_shape(track: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str
     shape.update(n_kv_head=kv, n_embd=d, ffn_hidden=hidden)
     shape.update({key: preset[key] for key in ("block_size", "vocab_size", "micro_batch_size", "batch_tokens",
                                                "warmup_steps", "eval_interval", "precision")})
-    shape["lr"] = preset["lr"]
+    # A preset may give one architecture its own peak rate, where a sweep found a different best (presets.yml).
+    shape["lr"] = preset.get("lr_by_architecture", {}).get(track["architecture"], preset["lr"])
     # Parameters counted the way the model counts them: every weight matrix, norms and biases excluded.
     shape["params"] = n_layer * per_layer + embed + lm_head
     # 6N for the weight matmuls plus 12 L d T for attention scores (Kaplan et al., 2020, section 2.1;

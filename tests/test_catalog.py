@@ -65,6 +65,7 @@ def broken(tmp_path: Path):
         ("presets.yml", "    vocab_size: 2048\n", "    vocab_size: 100\n", "presets.tiny.vocab_size: expected an integer >= 257"),
         ("presets.yml", "n_embd: 2560, lr", "n_embd: 2500, lr", "presets.cluster.sizes[2]: n_embd 2500 is not divisible"),
         ("presets.yml", "n_embd: 4096, lr", "n_embd: 4096, colour: red, lr", "presets.cluster.sizes: expected a non-empty list"),
+        ("presets.yml", "      gpt2: 6.0e-3", "      rnn: 6.0e-3", "presets.tiny.lr_by_architecture: expected a mapping of architectures"),
         ("presets.yml", "  dpo: {lr_factor", "  ppo: {lr_factor", "presets.yml: finetune: expected exactly the methods sft, lora"),
         ("presets.yml", "      gpt2: 1200", "      gpt2: 0", "finetune.sft.max_steps_by_architecture: expected a mapping"),
         ("choices.yml", "    title: MIT\n", "    title: '{{ x }}'\n", "choices.yml: line"),
