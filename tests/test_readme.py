@@ -15,7 +15,9 @@ from generator.spec import TemplateSpec
 from tests.conftest import ROOT, commit_and_tag, make_template_repo
 
 PARTIALS = ROOT / "template" / "_readme"
-CASES = {"core": ("beginner", "cpu", []), "all": ("researcher", "cluster", None)}  # None: every layer
+# The core alone; every layer (None); and a server without fine-tuning or export on 8 GPUs without distributed.
+CASES = {"core": ("beginner", "cpu", []), "all": ("researcher", "cluster", None),
+         "some": ("practitioner", "node-8gpu", ["serve", "quantize"])}
 
 
 @pytest.fixture(scope="module")
