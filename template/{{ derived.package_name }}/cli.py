@@ -95,7 +95,7 @@ def load_package() -> dict[str, Command]:
     left out; the command that uses it lives in a module without that import and says what to install."""
     package = sys.modules[__package__]
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name == "__main__":  # runs the command line itself
+        if module.name == "__main__":  # `python -m`'s entry point: importing it runs the command line
             continue
         try:
             importlib.import_module(f"{__package__}.{module.name}")
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(c.name, help=c.help, description=c.description, formatter_class=fmt)
         for add in [c.flags, *c.extra_flags]:
             add(p)
-        p.set_defaults(run=c.run)
+        p.set_defaults(handler=c.run)  # not `run`: commands have a --run flag
     return parser
 
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"{COMMAND}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
