@@ -213,9 +213,11 @@ def test_plain_copier_copy_is_byte_identical_to_the_wizard(cli, tmp_path: Path, 
 
 
 def test_gpu_budgets_default_to_a_streamed_web_corpus(cli, tmp_path: Path, template_repo: Path) -> None:
-    """A GPU plan trains on FineWeb-Edu through `datasets` (a dependency then), with its licence; a CPU one on
-    the plays; every source prepare reads is offered, with a path where it needs one."""
-    code, _, err = cli("new", str(tmp_path / "gpu"), "--yes", "--template", str(template_repo), "--budget", "gpu-24gb")
+    """A GPU plan trains on FineWeb-Edu through `datasets` (a dependency then), with its licence where the
+    governance layer records one; a CPU one on the plays; every source prepare reads is offered, with a path where
+    it needs one."""
+    code, _, err = cli("new", str(tmp_path / "gpu"), "--yes", "--template", str(template_repo), "--budget", "gpu-24gb",
+                       "--layers", "governance,datasets")
     assert code == 0, err
     data = yaml.safe_load((tmp_path / "gpu" / "configs" / "default.yml").read_text())["data"]
     assert (data["source"], data["data_path"], data["hf_name"]) == ("hf", "HuggingFaceFW/fineweb-edu", "sample-100BT")
@@ -225,7 +227,7 @@ def test_gpu_budgets_default_to_a_streamed_web_corpus(cli, tmp_path: Path, templ
                        "--data-source", "parquet")
     assert code == 0, err
     data = yaml.safe_load((tmp_path / "own" / "configs" / "default.yml").read_text())["data"]
-    assert (data["source"], data["data_path"], data["licence"]) == ("parquet", "data/**/*.parquet", None)
+    assert (data["source"], data["data_path"], data.get("licence")) == ("parquet", "data/**/*.parquet", None)
     assert "prepare --source parquet --data 'data/**/*.parquet'" in (tmp_path / "own" / "README.md").read_text()
 
 
