@@ -187,6 +187,27 @@ def test_a_project_of_the_previous_release_updates_and_keeps_its_capabilities(
 
 
 @pytest.mark.slow
+def test_a_beginner_adds_the_server_then_fine_tuning_and_each_works(cli, tmp_path: Path, template_repo: Path) -> None:
+    """The beginner's core with an edit of model.py: `add serve`, and the server answers the openai client (the
+    project's own test, run in its own venv); then `add finetune`, and a fine-tuning run reports its accuracy."""
+    project = generate(cli, tmp_path / "demo", template_repo, "beginner", "")
+    model = package(project) / "model.py"
+    model.write_text(model.read_text() + "# my note: keep this line\n")
+    git("commit", "-qam", "my edit", cwd=project)
+    fresh_venv(project)
+    try:
+        for layer, test in (("serve", "tests/test_serve.py -m slow -k openai_style"),
+                            ("finetune", "tests/test_finetune.py -k sft_runs_resumes")):
+            assert cli("add", layer, str(project))[0] == 0
+            assert model.read_text().endswith("# my note: keep this line\n")
+            result = bash(f'. .venv/bin/activate && pip install -q -e ".[dev]" && pytest -q -p no:cacheprovider {test}',
+                          cwd=project)
+            assert result.returncode == 0 and " 1 passed" in result.stdout, (result.stdout + result.stderr)[-3000:]
+    finally:
+        shutil.rmtree(project / ".venv", ignore_errors=True)
+
+
+@pytest.mark.slow
 def test_the_updated_project_of_the_previous_release_passes_its_own_tests(cli, tmp_path: Path, releases: Path) -> None:
     project = previous_release_project(releases, tmp_path / "old", "practitioner", "cpu")
     assert cli("update", str(project))[0] == 0
