@@ -69,7 +69,7 @@ class TextStream:
 @dataclass(eq=False)  # a sequence is itself, not its fields: two equal prompts are two sequences
 class Sequence:
     """One prompt being continued. `tokens` is the prompt and the output so far; `finish_reason` is set when
-    it is done: "stop" (end-of-text token or a stop string) or "length" (max_tokens)."""
+    it is done: "stop" (end-of-text token or a stop string), "length" (max_tokens) or "error" (decoding it failed)."""
 
     prompt: list[int]
     params: SamplingParams
@@ -86,12 +86,19 @@ class Sequence:
 
 @dataclass
 class Event:
-    """What one sequence got from add() or step(): a token, its final text (maybe ""), and whether it ended."""
+    """What one sequence got from add() or step(): a token, its final text (maybe ""), and whether it ended;
+    or, with `error`, why decoding it failed (it has left the batch; the other sequences go on)."""
 
     seq: Sequence
     token: int
     text: str
     finished: bool
+    error: Exception | None = None
+
+    @classmethod
+    def failure(cls, seq: Sequence, error: Exception) -> Event:
+        seq.finish_reason = "error"
+        return cls(seq, -1, "", True, error)
 
 
 class Decoder:
@@ -162,7 +169,12 @@ class Decoder:
         """Sample each sequence's next token from its logits (k, V); finished sequences leave."""
         events = []
         for seq, row_logits in zip(seqs, logits):
-            token = next_token(row_logits, seq.params, seq.generator, seq.tokens)
+            try:
+                token = next_token(row_logits, seq.params, seq.generator, seq.tokens)
+            except Exception as e:  # noqa: BLE001 - one row's sampling failure (its parameters) ends that row alone
+                self.remove(seq)
+                events.append(Event.failure(seq, e))
+                continue
             seq.tokens.append(token)
             seq.generated += 1
             ended = token == self.eot_id
@@ -211,6 +223,14 @@ def run(decoder: Decoder, waiting: list[Sequence]) -> Iterable[list[Event]]:
     while waiting or decoder.rows:
         if waiting and decoder.free:
             batch, waiting[:] = waiting[: decoder.free], waiting[decoder.free :]
-            yield decoder.add(batch)
+            yield _raise_failure(decoder.add(batch))
         if decoder.rows:
-            yield decoder.step()
+            yield _raise_failure(decoder.step())
+
+
+def _raise_failure(events: list[Event]) -> list[Event]:
+    """`events`, unless one of them failed: then its error, as a caller of run() decodes for itself alone."""
+    for event in events:
+        if event.error is not None:
+            raise event.error
+    return events

@@ -43,6 +43,7 @@ class SamplingParams:
             (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
              f"repetition_penalty must be a number > 0, got {self.repetition_penalty}"),
             (all(self.stop), "stop strings must not be empty"),
+            (self.seed is None or 0 <= self.seed < 2**64, f"seed must be an integer in [0, 2**64), got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -86,9 +87,13 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     logits = logits.float()
     if params.repetition_penalty != 1.0 and seen:
         logits = penalize_repeats(logits, torch.tensor(seen, device=logits.device), params.repetition_penalty)
+        big = torch.finfo(logits.dtype).max  # a penalty near 0 must not turn a score into inf (softmax: NaN)
+        logits = logits.clamp(-big, big)
     if params.temperature == 0:
         return int(logits.argmax())
-    logits = logits / params.temperature
+    # The best score is subtracted first, and the division is in float64 (where the temperature is given): with a
+    # tiny temperature the others go to -inf and the best stays 0, never inf - inf or 0 / 0.
+    logits = ((logits - logits.max()).double() / params.temperature).float()
     if params.top_k is not None:
         logits = keep_top_k(logits, params.top_k)
     if params.top_p < 1.0:

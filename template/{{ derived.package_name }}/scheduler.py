@@ -7,7 +7,9 @@ client. So:
   runs one step for every running request, and puts each Event on its request's queue with
   loop.call_soon_threadsafe, which never blocks: a slow client only lets its own queue grow (by at most
   max_tokens events), and the others' tokens keep coming;
-- a handler whose client went away cancel()s; its row is freed before the next step.
+- a handler whose client went away cancel()s; its row is freed before the next step;
+- a failure ends only the requests it concerns: a row whose sampling fails leaves alone, a failed prefill ends
+  the requests joining in it, and only a failed step (one forward pass for all rows) ends every running one.
 At most max_waiting requests wait for a row: submit() refuses more with Busy, which the server answers with 429.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .decoding import Decoder, Event, Sequence
@@ -27,7 +30,7 @@ class Busy(Exception):
 
 @dataclass(eq=False)
 class Request:
-    """One sequence in the scheduler, and where its Events go (an Exception if decoding failed)."""
+    """One sequence in the scheduler, and where its Events go (the last one carries the error if decoding failed)."""
 
     seq: Sequence
     loop: asyncio.AbstractEventLoop
@@ -83,21 +86,27 @@ class Scheduler:
                 joining = [r for r in self.waiting[: self.decoder.free] if not r.cancelled]
                 del self.waiting[: self.decoder.free]
                 leaving = [r for r in self.running.values() if r.cancelled]
-            try:
-                for request in leaving:
+            for request in leaving:
+                self.decoder.remove(request.seq)
+                del self.running[request.seq]
+            self.running.update((r.seq, r) for r in joining)
+            if joining:
+                self._run(lambda: self.decoder.add([r.seq for r in joining]), joining)
+            if self.decoder.rows:
+                self._run(self.decoder.step, list(self.running.values()))
+
+    def _run(self, work: Callable[[], list[Event]], taking_part: list[Request]) -> None:
+        """Deliver the events of `work` (a prefill or a step). A row whose sampling fails ends alone (Decoder's
+        failure event); a forward pass that fails ends only the requests `taking_part` in it: a failed prefill
+        of the joining requests leaves the running ones decoding."""
+        try:
+            events = work()
+        except Exception as e:  # noqa: BLE001 - a failed pass ends its requests, not the server
+            events = [Event.failure(r.seq, e) for r in taking_part]
+            for request in taking_part:
+                if request.seq in self.decoder.rows:
                     self.decoder.remove(request.seq)
-                    del self.running[request.seq]
-                self.running.update((r.seq, r) for r in joining)
-                if joining:
-                    self._deliver(self.decoder.add([r.seq for r in joining]))
-                if self.decoder.rows:
-                    self._deliver(self.decoder.step())
-            except Exception as e:  # noqa: BLE001 - a failed step ends its requests, not the server
-                for request in self.running.values():
-                    request.loop.call_soon_threadsafe(request.events.put_nowait, e)
-                for seq in list(self.decoder.rows):
-                    self.decoder.remove(seq)
-                self.running.clear()
+        self._deliver(events)
 
     def _deliver(self, events: list[Event]) -> None:
         """Hand each event to its request's queue: one wake-up of each event loop per step, not one per event."""

@@ -6,11 +6,17 @@ Concurrent requests decode together: scheduler.py runs one step for all of them 
 between steps. A chat request is rendered by the one chat format, chat_format.render_ids.
 
 Safety: the server listens on 127.0.0.1 unless told otherwise and warns when it listens elsewhere without an
-API key; the key (a Bearer token on /v1/*) is compared in constant time. Request bodies, prompt tokens,
-max_tokens and waiting requests are limited, and every refusal is an OpenAI-style error body with a 4xx
-status: 400 for malformed JSON and bad fields, 401 for a wrong key, 404 for an unknown model, 413 for a body
-too large, 429 when the queue is full. A client that disconnects frees its row. On SIGTERM uvicorn stops
-accepting connections, lets the requests in flight finish (up to DRAIN_SECONDS), and the process exits 0.
+API key; the key (only as `Authorization: Bearer KEY`, on /v1/* and /metrics) is compared in constant time.
+Only the Host names of allowed_hosts are served (Starlette's TrustedHostMiddleware), so a web page that
+rebinds its own DNS name to this machine cannot reach it from a browser; POST bodies must be application/json
+(a page may send text/plain without asking first). Request bodies (size, time to arrive, nesting), prompt
+tokens, max_tokens and waiting requests are limited, and every refusal is an OpenAI-style error body with a
+4xx status: 400 for malformed JSON and bad fields, 401 for a wrong key, 404 for an unknown model, 408 for a
+body that is too slow, 413 for a body too large, 415 for another content type, 429 when the queue is full.
+A request's parameters are checked before it joins the batch, and a failure while decoding ends only the
+requests it concerns (scheduler.py). A client that disconnects frees its row, streaming or not. On SIGTERM
+uvicorn stops accepting connections, lets the requests in flight finish (up to DRAIN_SECONDS), and the
+process exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import hmac
 import json
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -34,6 +41,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from .chat_format import STOP, check_messages, render_ids
 from .decoding import Decoder, Sequence, TextStream
@@ -44,6 +53,9 @@ from .scheduler import Busy, Request as Job, Scheduler
 from .tokenizer import BPETokenizer
 
 DRAIN_SECONDS = 30  # after SIGTERM, how long requests in flight may take to finish
+DISCONNECT_POLL_SECONDS = 0.25  # how often a handler asks whether its client is still there
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,7 @@ class Limits:
     max_prompt_tokens: int  # at most block_size - 1: one token must be left to generate
     max_tokens: int  # new tokens per request
     max_body_bytes: int = 1 << 20
+    body_seconds: float = 10.0  # how long a client may take to send its request body
     max_batch: int = 8  # requests decoding together (rows of the KV cache)
     max_waiting: int = 64  # requests waiting for a row; more get 429
 
@@ -61,9 +74,11 @@ class ApiError(Exception):
     """An OpenAI-style error: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
 
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 kind: str = "invalid_request_error"):
+                 kind: str = "invalid_request_error", close: bool = False):
         super().__init__(message)
         self.status, self.body = status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+        # close: the body was not read to its end, so the connection cannot carry another request
+        self.headers = {"Connection": "close"} if close else None
 
 
 class Metrics:
@@ -83,9 +98,26 @@ class Metrics:
             lambda: len(scheduler.waiting))
 
 
-def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving `model` (in eval mode) under the name `model_id`."""
+def allowed_hosts(bound: str) -> list[str]:
+    """The Host names served when listening on `bound`: the loopback names and `bound`; on a wildcard address also
+    this machine's names and addresses. Others are refused, as a DNS-rebinding page in a browser would send."""
+    names = {*LOOPBACK_HOSTS, bound}
+    if bound in WILDCARD_HOSTS:
+        names |= {socket.gethostname(), socket.getfqdn()}
+        try:
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:  # a host name that does not resolve: its name alone
+            pass
+    return sorted(names - {""})
+
+
+def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api_key: str | None = None,
+               hosts: list[str] | None = None) -> FastAPI:
+    """The FastAPI app serving `model` (in eval mode) under the name `model_id`, to requests whose Host is in
+    `hosts` (default: the loopback names)."""
     scheduler = Scheduler(Decoder(model, limits.max_batch, tok.eot_id), limits.max_waiting)
+    # A prompt of more bytes than this has more tokens than the server reads: refused before it is encoded.
+    max_prompt_bytes = limits.max_prompt_tokens * max(len(tok.token_bytes(i)) for i in range(tok.vocab_size))
     metrics = Metrics(scheduler)
     block = model.config.block_size
     created = int(time.time())
@@ -97,11 +129,12 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
         scheduler.stop()  # uvicorn has drained the requests in flight by now
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or LOOPBACK_HOSTS))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
         metrics.requests.labels(request.url.path, str(e.status)).inc()
-        return JSONResponse(e.body, status_code=e.status)
+        return JSONResponse(e.body, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:  # unknown path, wrong method
@@ -110,8 +143,9 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
     def authorize(request: Request) -> None:
         if api_key is None:
             return
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), api_key.encode()):  # constant time: no timing side channel
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # constant time: no timing side channel
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
             raise ApiError(401, "invalid API key: send it as 'Authorization: Bearer KEY'", "invalid_api_key")
 
     @app.get("/health")
@@ -119,7 +153,8 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
         return {"status": "ok", "running": len(scheduler.running), "waiting": len(scheduler.waiting)}
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        authorize(request)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
@@ -131,24 +166,38 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         authorize(request)
-        body = await read_json(request, limits.max_body_bytes)
+        body = await read_json(request, limits)
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise ApiError(400, "prompt must be a string (one prompt per request)", param="prompt")
+        check_prompt_size([prompt], "prompt")
         ids = tok.encode(prompt) if prompt else [tok.eot_id]  # empty: the start of a new document
         return await answer(request, body, ids, "text_completion", default_max_tokens=16, stop=())
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         authorize(request)
-        body = await read_json(request, limits.max_body_bytes)
+        body = await read_json(request, limits)
         try:
-            ids = render_ids(tok, check_messages(body.get("messages"), "request"))
+            messages = check_messages(body.get("messages"), "request")
         except ValueError as e:
             raise ApiError(400, str(e), param="messages") from None
+        check_prompt_size([m["content"] for m in messages], "messages")
+        ids = render_ids(tok, messages)
         return await answer(request, body, ids, "chat.completion", default_max_tokens=None, stop=STOP)
+
+    def check_prompt_size(texts: list[str], param: str) -> None:
+        """Refuse text that is not Unicode (lone surrogates) or too long to fit, before the tokenizer spends time
+        on it: a megabyte of prompt would hold up every other request on the event loop."""
+        try:
+            size = sum(len(text.encode()) for text in texts)
+        except UnicodeEncodeError as e:
+            raise ApiError(400, f"the {param} is not valid Unicode: {e.reason}", param=param) from None
+        if size > max_prompt_bytes:
+            raise ApiError(400, f"the {param} has {size:,} bytes, more than the {limits.max_prompt_tokens} tokens "
+                                "this server reads", "context_length_exceeded", param)
 
     async def answer(request: Request, body: dict, ids: list[int], kind: str, default_max_tokens: int | None,
                      stop: tuple[str, ...]) -> Response:
@@ -216,20 +265,23 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
     async def events_of(request: Request, job: Job) -> AsyncIterator[str]:
         """The job's new text as it comes: everything queued since the last read, joined, so a client that reads
         slowly gets fewer, longer pieces. Cancels the job if the client disconnects or the handler is cancelled."""
-        first = True
+        first, checked = True, time.monotonic()
         try:
             while True:
                 try:
-                    events = [await asyncio.wait_for(job.events.get(), timeout=1.0)]
+                    events = [await asyncio.wait_for(job.events.get(), timeout=DISCONNECT_POLL_SECONDS)]
                 except asyncio.TimeoutError:
+                    events = []
+                if time.monotonic() - checked > DISCONNECT_POLL_SECONDS:  # also while tokens keep coming
                     if await request.is_disconnected():
                         return
+                    checked = time.monotonic()
+                if not events:
                     continue
                 while not job.events.empty():
                     events.append(job.events.get_nowait())
-                failed = [e for e in events if isinstance(e, Exception)]
-                if failed:
-                    raise ApiError(500, f"decoding failed: {failed[0]}", kind="server_error")
+                if events[-1].error is not None:  # a failure is always the request's last event
+                    raise ApiError(500, f"decoding failed: {events[-1].error}", kind="server_error")
                 if first:
                     metrics.ttft.observe(time.monotonic() - job.submitted)
                     first = False
@@ -279,37 +331,62 @@ def sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-async def read_json(request: Request, limit: int) -> dict:
-    """The request body as a JSON object; 413 past `limit` bytes (counted as it arrives), 400 if not JSON."""
+async def read_json(request: Request, limits: Limits) -> dict:
+    """The request body as a JSON object: 415 unless it is application/json, 413 past the size limit (counted as
+    it arrives), 408 if it takes longer than limits.body_seconds to arrive, 400 if it is not JSON or is nested
+    deeper than Python's recursion limit."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, f"the request body must be application/json, not {media_type or 'unlabelled'!r}",
+                       close=True)
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body has {int(declared):,} bytes; the limit is {limit:,}")
+        raise ApiError(413, f"the request body has {int(declared):,} bytes; the limit is {limit:,}", close=True)
+    try:
+        raw = await asyncio.wait_for(_read_body(request, limit), limits.body_seconds)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {limits.body_seconds:g} s", close=True) from None
+    except ClientDisconnect:  # nobody is left to answer, and nothing to log
+        raise ApiError(400, "the client closed the connection before sending its body", close=True) from None
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"the request body is over the limit of {limit:,} bytes")
+            raise ApiError(413, f"the request body is over the limit of {limit:,} bytes", close=True)
         chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return body
+    return b"".join(chunks)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def serve(path: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, device: str = "auto",
           max_batch: int = 8, threads: int = 1) -> None:
     """Load the checkpoint at `path` and serve it until SIGTERM or Ctrl-C. `threads`: torch's threads for the
     CPU's matmuls (see cli.py's --threads)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {port}")
     torch.set_num_threads(threads)
     model, tok, _ = load_model(path, device)
     block = model.config.block_size
     limits = Limits(max_prompt_tokens=block - 1, max_tokens=block - 1, max_batch=max_batch)
     model_id = model_name(path)
     print(f"serving {model_id!r} ({path}) on http://{host}:{port}/v1", file=sys.stderr, flush=True)
-    app = create_app(model, tok, model_id, limits, api_key)
+    app = create_app(model, tok, model_id, limits, api_key, allowed_hosts(host))
     # uvicorn drains on SIGTERM, then raises the signal again for the handler it found: with this one, the
     # drained server ends normally (exit 0) instead of being killed by the signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
