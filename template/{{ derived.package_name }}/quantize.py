@@ -220,8 +220,9 @@ def save_quantized(model: GPT, out_dir: Path, bits: int, group_size: int | None,
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    digest = weights_digest(model.state_dict(), dataclasses.asdict(model.config))
     save_safetensors(model, str(tmp / WEIGHTS), metadata={"bits": str(bits), "group_size": str(group_size),
-                                                          "weights_sha256": weights_digest(model.state_dict())})
+                                                          "weights_sha256": digest})
     tokenizer.save(tmp / TOKENIZER)
     write_json(tmp / "report.json", report)
     write_json(tmp / QUANT_CONFIG, {"bits": bits, "group_size": group_size,
