@@ -51,24 +51,42 @@ def validation(model: torch.nn.Module, ds: TokenDataset, bytes_per_token: float,
 def read_choices(path: Path) -> list[dict[str, Any]]:
     """Multiple-choice items from JSONL, as {"context", "choices", "gold"}. Reads HellaSwag's layout (ctx,
     endings, label), ARC's (question, choices {text, label}, answerKey) and the plain one (context or query,
-    choices, gold). A line in none of them is a one-line ValueError naming it."""
+    choices, gold). A line in none of them, or whose gold label names no choice, is a one-line ValueError naming it."""
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--mc: cannot read {path}: {e}") from None
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        r = json.loads(line)
-        if "endings" in r:
-            item = {"context": r["ctx"], "choices": r["endings"], "gold": int(r["label"])}
-        elif isinstance(r.get("choices"), dict):
-            labels = list(r["choices"]["label"])
-            item = {"context": r["question"], "choices": r["choices"]["text"], "gold": labels.index(r["answerKey"])}
-        elif "choices" in r and "gold" in r:
-            item = {"context": r.get("context", r.get("query")), "choices": r["choices"], "gold": int(r["gold"])}
-        else:
+        try:
+            item = _choice_item(json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or fields missing or mistyped
             raise ValueError(f"{path}:{n}: not a HellaSwag (ctx, endings, label), ARC (question, choices, answerKey) "
-                             "or plain (context, choices, gold) item")
+                             f"or plain (context, choices, gold) item ({type(e).__name__}: {e})") from None
         items.append(item)
+    if not items:
+        raise ValueError(f"{path} holds no multiple-choice item")
     return items
+
+
+def _choice_item(r: dict[str, Any]) -> dict[str, Any]:
+    """One item in the plain layout; KeyError, TypeError or ValueError when `r` is in no layout or is inconsistent."""
+    if "endings" in r:
+        item = {"context": r["ctx"], "choices": r["endings"], "gold": int(r["label"])}
+    elif isinstance(r.get("choices"), dict):
+        labels = list(r["choices"]["label"])
+        item = {"context": r["question"], "choices": r["choices"]["text"], "gold": labels.index(r["answerKey"])}
+    else:
+        item = {"context": r.get("context", r.get("query")), "choices": r["choices"], "gold": int(r["gold"])}
+    choices = item["choices"]
+    if not isinstance(item["context"], str) or not isinstance(choices, list) or len(choices) < 2 \
+            or not all(isinstance(c, str) for c in choices):
+        raise TypeError("the context must be a string and the choices a list of 2 or more strings")
+    if not 0 <= item["gold"] < len(choices):
+        raise ValueError(f"gold label {item['gold']} names no choice (there are {len(choices)})")
+    return item
 
 
 @torch.no_grad()
@@ -104,19 +122,24 @@ def samples(model: torch.nn.Module, tok: BPETokenizer, ds: TokenDataset, n: int 
     return [{"prompt": tok.decode(p), "continuation": tok.decode(new)} for p, new in zip(prompts, out)]
 
 
-def evaluate_checkpoint(path: Path, mc_files: list[Path], batches: int = 20, device: str = "auto",
+def evaluate_checkpoint(path: Path, mc: dict[Path, list[dict[str, Any]]], batches: int = 20, device: str = "auto",
                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every metric of one checkpoint; the built-in task only for a chat model (one with the chat tokens)."""
+    """Every metric of one checkpoint (mc: each multiple-choice file's items); the built-in task only for a chat
+    model (one with the chat tokens)."""
     from .generate import load_model
 
     model, tok, ck = load_model(path, device)
     # The prepared data: beside the tokenizer of a pretraining run; a fine-tuned run records its base's.
     ddir = Path(ck["tokenizer"]["meta"].get("prepared_dir") or Path(ck["tokenizer"]["source"]).parent)
+    if not (ddir / "meta.json").is_file():
+        origin = f" (imported from {ck['imported_from']})" if ck.get("imported_from") else ""
+        raise ValueError(f"{path}{origin} names no prepared data to validate on ({ddir} has no meta.json): eval "
+                         "needs the run's training data; for an imported model, run lm-evaluation-harness on it")
     val = TokenDataset(ddir, "val")
     result: dict[str, Any] = {"checkpoint": str(path), "step": ck["step"]}
     result.update(validation(model, val, bytes_per_token(ddir, val), batches))
-    for f in mc_files:
-        result[f"mc:{f.stem}"] = multiple_choice(model, tok, read_choices(f))
+    for f, items in mc.items():
+        result[f"mc:{f.stem}"] = multiple_choice(model, tok, items)
     if END in tok.special:
         result["task_accuracy"] = task.accuracy(model, tok)
     result["samples"] = samples(model, tok, val)
@@ -151,7 +174,8 @@ def run_eval(paths: list[Path], mc_files: list[Path], out: Path, batches: int = 
     for f in mc_files:
         if not f.is_file():
             raise FileNotFoundError(f"--mc: no file {f}")
-    results = [evaluate_checkpoint(p, mc_files, batches, device, log) for p in paths]
+    mc = {f: read_choices(f) for f in mc_files}  # every file checked before a model is loaded
+    results = [evaluate_checkpoint(p, mc, batches, device, log) for p in paths]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)

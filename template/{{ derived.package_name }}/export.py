@@ -21,11 +21,15 @@ BPETokenizer reads (byte-level BPE, end-of-text token last), as exports of this 
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
+from .atomic import replace_dir
 from .chat_format import CHAT_TEMPLATE, END
 from .config import ARCHITECTURE
 from .model import GPT, GPTConfig
@@ -142,15 +146,31 @@ def to_hf_model(model: GPT, eot_id: int) -> Any:
 
 
 def export_hf(ckpt: Path, out: Path) -> Path:
-    """Write the Hugging Face folder of checkpoint `ckpt` to `out` (new or empty); returns out."""
+    """Write the Hugging Face folder of checkpoint `ckpt` to `out` (new or empty); returns out. The folder is built
+    beside `out` and renamed into place, so a failure leaves nothing behind."""
     from .generate import load_model
-    from .model_card import write_model_card
 
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty: choose a new folder")
     model, tok, ck = load_model(ckpt, "cpu")
     if not ck:
         raise ValueError(f"{ckpt} is quantized: export the run's ckpt.pt (the full-precision weights)")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_hf_folder(tmp, ckpt, ck, model, tok)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out)
+    return out
+
+
+def _write_hf_folder(out: Path, ckpt: Path, ck: dict, model: GPT, tok: Any) -> None:
+    from .model_card import write_model_card
+
     hf = to_hf_model(model, tok.eot_id)
     transformers = _transformers()
     hf.save_pretrained(out)
@@ -162,7 +182,6 @@ def export_hf(ckpt: Path, out: Path) -> Path:
                                                 chat_template=chat_template)
     fast.save_pretrained(out, save_jinja_files=False)  # the template inside tokenizer_config.json, as vLLM reads it
     write_model_card(out, ckpt, ck, model, type(hf).__name__)
-    return out
 
 
 def import_hf(src: Path, out: Path) -> Path:
@@ -174,10 +193,20 @@ def import_hf(src: Path, out: Path) -> Path:
         raise FileNotFoundError(f"{src} has no config.json: not a Hugging Face model folder")
     if (out / CHECKPOINT).exists():
         raise ValueError(f"{out / CHECKPOINT} exists: choose a new --out")
+    try:
+        kind = json.loads((src / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:  # AttributeError: JSON, but not an object
+        raise ValueError(f"{src / 'config.json'} is not a JSON object: {e}") from None
+    check_model_type(kind)  # before transformers loads (and talks about) a model of another kind
     transformers = _transformers()
-    hf = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, local_files_only=True)
+    transformers.utils.logging.disable_progress_bar()  # errors stay one line; a success needs no bar either
+    try:
+        tok = BPETokenizer.load(src / TOKENIZER)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:  # missing, truncated,
+        # malformed or lying files, in the words of transformers, safetensors or tokenizer.py
+        raise ValueError(f"cannot import {src}: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from None
     config = gpt_config_from_hf(hf.config)
-    tok = BPETokenizer.load(src / TOKENIZER)
     model = GPT(config)
     weights = from_hf_state_dict(config, hf.state_dict())
     if config.tie_embeddings:
@@ -193,13 +222,18 @@ def import_hf(src: Path, out: Path) -> Path:
     return out / CHECKPOINT
 
 
-def gpt_config_from_hf(hf: Any) -> GPTConfig:
-    """Our GPTConfig for a transformers config of the three classes; a one-line ValueError for anything else."""
-    kind = hf.model_type
+def check_model_type(kind: Any) -> None:
+    """A one-line ValueError unless `kind` (config.json's model_type) is one this project's model reads."""
     wanted = {"gpt2": ("gpt2",), "llama": ("llama", "qwen3")}[ARCHITECTURE]
     if kind not in wanted:
         raise ValueError(f"this project's model is {ARCHITECTURE}-style and reads {' or '.join(wanted)} folders, "
                          f"not {kind}")
+
+
+def gpt_config_from_hf(hf: Any) -> GPTConfig:
+    """Our GPTConfig for a transformers config of the three classes; a one-line ValueError for anything else."""
+    kind = hf.model_type
+    check_model_type(kind)
     if kind == "gpt2":
         if hf.activation_function != "gelu_new" or abs(hf.layer_norm_epsilon - EPS) > 1e-12:
             raise ValueError("only GPT-2 with gelu_new and layer_norm_epsilon 1e-5 matches model.py")
