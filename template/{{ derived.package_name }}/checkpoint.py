@@ -11,7 +11,8 @@ load_checkpoint rejects instead of silently mixing weights and optimizer state f
 The weights file also records the sha256 of its tensors and of the model config that shapes them
 (weights_sha256 in its metadata): load_weights recomputes it, and refuses weights whose bytes changed on disk,
 a config changed in ckpt.pt (a different n_head reads the same tensors as another model), or weights that hold
-NaN/inf, so --resume, `eval` and `generate` never continue from damaged weights. Hashing costs one pass over the weights (see weights_digest).
+NaN/inf, so --resume, `eval` and `generate` never continue from damaged weights. Hashing costs one pass over
+the weights (see weights_digest).
 Before writing, save_checkpoint checks that the file system has room for both files; a write that still runs
 out of space removes its temporary files and raises DiskFull, and the previous checkpoint stays as it was.
 
@@ -137,7 +138,8 @@ def load_weights(model: torch.nn.Module, path: Path, state: dict[str, Any]) -> N
 def load_checked_weights(model: torch.nn.Module, weights: Path, owner: Path) -> None:
     """Load safetensors file `weights` (of checkpoint `owner`) into `model`, strictly, and check it: the digest
     of its tensors and of the model's config must match the one saved with them (weights_sha256 in its metadata),
-    and every value must be finite. A failed check is a one-line ValueError naming the file (the model's weights are then undefined)."""
+    and every value must be finite. A failed check is a one-line ValueError naming the file (the model's weights
+    are then undefined)."""
     try:
         load_safetensors(model, str(weights), strict=True)
         with safe_open(str(weights), framework="pt") as f:
