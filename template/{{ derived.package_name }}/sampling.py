@@ -77,7 +77,9 @@ def keep_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = torch.sort(logits, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above each one
-    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(0, order, before >= p)
+    ranked_drop = before >= p
+    ranked_drop[0] = False  # even when p rounds to 0 in the logits' dtype (5e-324 is 0 in float32)
+    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(0, order, ranked_drop)
     return logits.masked_fill(drop, float("-inf"))
 
 

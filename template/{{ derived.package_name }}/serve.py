@@ -1,7 +1,8 @@
 """`serve`: the trained model behind an OpenAI-compatible HTTP API (FastAPI on uvicorn).
 
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (with "stream": true, server-sent
-events in OpenAI's chunk format ending with `data: [DONE]`), GET /health and GET /metrics (Prometheus).
+events in OpenAI's chunk format ending with `data: [DONE]`), GET /health, GET /metrics (Prometheus) and
+GET /openapi.json (the schema of them all, api_schema.py).
 Concurrent requests decode together: scheduler.py runs one step for all of them and lets them join and leave
 between steps. A chat request is rendered by the one chat format, chat_format.render_ids.
 
@@ -38,12 +39,15 @@ from typing import Any
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
+from .api_schema import ChatCompletion, ChatRequest, Completion, CompletionRequest, Health, ModelList, answers, \
+    with_request_bodies
 from .chat_format import STOP, check_messages, render_ids
 from .decoding import Decoder, Sequence, TextStream
 from .generate import load_model, model_name
@@ -148,22 +152,33 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
             raise ApiError(401, "invalid API key: send it as 'Authorization: Bearer KEY'", "invalid_api_key")
 
-    @app.get("/health")
+    @app.get("/health", responses=answers(Health))
     async def health() -> dict:
         return {"status": "ok", "running": len(scheduler.running), "waiting": len(scheduler.waiting)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         authorize(request)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> dict:
+        authorize(request)
+        if app.openapi_schema is None:
+            bodies = {"/v1/completions": CompletionRequest, "/v1/chat/completions": ChatRequest}
+            app.openapi_schema = with_request_bodies(get_openapi(title=model_id, version="1", routes=app.routes),
+                                                     bodies, model_id)
+        return app.openapi_schema
+
+    @app.get("/v1/models", responses=answers(ModelList, 401))
     async def models(request: Request) -> dict:
         authorize(request)
         return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created,
                                             "owned_by": "llm-blueprint", "max_model_len": block}]}
 
-    @app.post("/v1/completions")
+    refusals = (400, 401, 404, 408, 413, 415, 429)
+
+    @app.post("/v1/completions", responses=answers(Completion, *refusals, stream=True))
     async def completions(request: Request) -> Response:
         authorize(request)
         body = await read_json(request, limits)
@@ -176,7 +191,7 @@ def create_app(model: GPT, tok: BPETokenizer, model_id: str, limits: Limits, api
         ids = tok.encode(prompt) if prompt else [tok.eot_id]  # empty: the start of a new document
         return await answer(request, body, ids, "text_completion", default_max_tokens=16, stop=())
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=answers(ChatCompletion, *refusals, stream=True))
     async def chat_completions(request: Request) -> Response:
         authorize(request)
         body = await read_json(request, limits)
