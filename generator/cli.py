@@ -2,6 +2,8 @@
 
     llm-blueprint new [DEST]      ask (or take flags), show the plan, render, git init, commit
     llm-blueprint update [PATH]   merge the newest template into a generated project
+    llm-blueprint add LAYER [PATH]  add a layer (a capability beyond the core) to a generated project
+    llm-blueprint layers [PATH]   every layer, what it adds and needs, and whether the project has it
     llm-blueprint tracks          what each track and budget gives
     llm-blueprint estimate        the plan and estimates for a track and budget (--all: every combination)
     llm-blueprint roadmap         the roadmap for a track and budget as a PDF (or Markdown)
@@ -16,13 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from generator import source as sources
 from generator.errors import UpdateConflict, UserError
 from generator.estimate import combinations, estimate, format_all, format_estimate, format_measurement, measure
+from generator.layers import format_project_layers, format_registry, project_layers
 from generator.plan import format_plan
 from generator.render import check_destination, create_project
 from generator.spec import TemplateSpec
-from generator.update import update_project
+from generator.update import ANSWERS_FILE, add_layer, update_project
 from generator.wizard import collect_answers, confirm, is_interactive
 
 PROG = "llm-blueprint"
@@ -36,6 +41,32 @@ def _add_question_flags(parser: argparse.ArgumentParser, spec: TemplateSpec, onl
         choices = spec.choices(q, {"track": "beginner", "budget": "cpu", "data_source": "shakespeare"})
         extra = f" (one of: {', '.join(str(v) for _, v in choices)})" if choices else ""
         parser.add_argument(q.flag, dest=q.name, metavar=q.name.upper(), help=q.help + extra)
+
+
+def _add_layer_parsers(sub: Any) -> None:
+    """`add` and `layers`: the commands that change or show a generated project's layers."""
+    add = sub.add_parser(
+        "add",
+        help="add a layer (a capability beyond the core) to a generated project",
+        description="Add LAYER, and the layers it needs, to a generated project: `copier update` with the "
+        "project's `layers` answer changed (to the newest template, like `update`). Your committed edits are "
+        "kept and a clean merge is committed; uncommitted changes are refused; on a conflict it exits 1, lists "
+        "the files and commits nothing. `llm-blueprint layers` lists the layers.",
+        epilog=f"examples: {PROG} add serve (in the project's folder); {PROG} add lora my-llm",
+    )
+    add.add_argument("layer", metavar="LAYER", help="the layer to add, e.g. serve, finetune, lora")
+    add.add_argument("path", nargs="?", default=".", metavar="PATH", help="the generated project (default: .)")
+
+    lay = sub.add_parser(
+        "layers",
+        help="list the layers, what each adds and needs, and which a project has",
+        description="List every layer (a capability beyond the core): what it adds and which layers it needs. "
+        "In a generated project (PATH, or the current folder) each is marked + (present) or - (absent: "
+        f"`{PROG} add LAYER` adds it); elsewhere the list ends with each track's and budget's default layers.",
+        epilog=f"examples: {PROG} layers my-llm; {PROG} layers",
+    )
+    lay.add_argument("path", nargs="?", metavar="PATH",
+                     help="a generated project (default: the current folder, if it is one)")
 
 
 def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
@@ -71,6 +102,8 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
     upd.add_argument("--dry-run", action="store_true", help="show what would change, in a throwaway clone; change nothing")
     upd.add_argument("--no-commit", action="store_true", help="leave a clean merge uncommitted for review")
 
+    _add_layer_parsers(sub)
+
     sub.add_parser("tracks", help="list tracks and budgets and what each gives", description="List tracks and budgets.")
 
     est = sub.add_parser(
@@ -80,7 +113,7 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
         "compute-optimal size and each roadmap step's time and cost, without writing anything.",
         epilog=f"examples: {PROG} estimate --track researcher --budget cluster --nodes 8 --hours 48; {PROG} estimate --all",
     )
-    _add_question_flags(est, spec, only=("track", "budget", "nodes", "hours"))
+    _add_question_flags(est, spec, only=("track", "budget", "nodes", "hours", "layers"))
     est.add_argument("--all", action="store_true", help="one table row per track x budget (--hours, --nodes apply to all)")
     est.add_argument("--measure", action="store_true",
                      help="time prepare and bench of the cpu-budget project of each track on this machine and compare "
@@ -95,7 +128,7 @@ def build_parser(spec: TemplateSpec) -> argparse.ArgumentParser:
         "for an -o ending in .md, the ROADMAP.md a generated project holds.",
         epilog=f"example: {PROG} roadmap --track beginner --budget cpu -o roadmap.pdf",
     )
-    _add_question_flags(road, spec, only=("project_name", "track", "budget", "nodes", "hours", "data_source"))
+    _add_question_flags(road, spec, only=("project_name", "track", "budget", "nodes", "hours", "data_source", "layers"))
     road.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.pdf or FILE.md")
     road.add_argument("--png", metavar="FILE", help="also render page 1 to a PNG (needs pdftoppm from poppler-utils)")
     return parser
@@ -126,7 +159,7 @@ def cmd_new(args: argparse.Namespace, spec: TemplateSpec) -> int:
     )
     dest = (dest or Path(answers["project_name"])).resolve()
     check_destination(dest)
-    print(format_plan(answers, spec.derive(answers), spec.catalog))
+    print(format_plan(spec, answers, spec.derive(answers)))
     if interactive and not args.yes and not confirm(f"Create {dest}?"):
         print("Nothing was written.")
         return 1
@@ -156,19 +189,48 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add(args: argparse.Namespace) -> int:
+    project = Path(args.path).resolve()
+    result = add_layer(project, args.layer)
+    if result.update is None:
+        print(f"{project.name} already has the {args.layer} layer; nothing was changed.")
+        return 0
+    needed = [name for name in result.added if name != args.layer]
+    also = f" (with {', '.join(needed)}, which it needs)" if needed else ""
+    update = result.update
+    template = f"; template {update.old} -> {update.new}" if update.new != update.old else ""
+    print(f"Added the {args.layer} layer{also} to {project.name}{template}: "
+          f"{len(update.changed)} file(s) changed, committed.")
+    for name in update.changed:
+        print(f"  {name}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace, spec: TemplateSpec) -> int:
+    project = Path(args.path or ".")
+    if not (project / ANSWERS_FILE).is_file():
+        if args.path:
+            raise UserError(f"{project} is not a generated project: {ANSWERS_FILE} is missing")
+        print(format_registry(spec.catalog))
+        return 0
+    answers = yaml.safe_load((project / ANSWERS_FILE).read_text(encoding="utf-8")) or {}
+    present = project_layers(spec.catalog, answers)
+    print(format_project_layers(spec.catalog, answers.get("project_name", project.resolve().name), present))
+    return 0
+
+
 def cmd_tracks(spec: TemplateSpec) -> int:
-    catalog = spec.catalog
     print("Tracks (--track):")
-    for key, t in catalog["tracks"].items():
-        print(f"\n  {key}: {t['title']}. {t['summary']}")
-        for item in t["gives"]:
+    for key, t in spec.models.tracks.items():
+        print(f"\n  {key}: {t.title}. {t.summary}")
+        for item in t.gives:
             print(f"    - {item}")
     print("\nBudgets (--budget):")
-    for key, b in catalog["budgets"].items():
-        price = "free" if b["price_per_hour"] == 0 else f"~${b['price_per_hour']:g}/h" + (" per node" if b.get("multi_node") else "")
-        nodes = f", --nodes 2..{b['max_nodes']} (default {b['default_nodes']})" if b.get("multi_node") else ""
-        print(f"\n  {key}: {b['title']}. {b['summary']}")
-        print(f"    {b['accelerator']}; {price}; default {b['default_hours']:g} h{nodes}")
+    for key, b in spec.models.budgets.items():
+        price = "free" if b.price_per_hour == 0 else f"~${b.price_per_hour:g}/h" + (" per node" if b.multi_node else "")
+        nodes = f", --nodes 2..{b.max_nodes} (default {b.default_nodes})" if b.multi_node else ""
+        print(f"\n  {key}: {b.title}. {b.summary}")
+        print(f"    {b.accelerator}; {price}; default {b.default_hours:g} h{nodes}")
     return 0
 
 
@@ -193,13 +255,13 @@ def cmd_estimate(args: argparse.Namespace, spec: TemplateSpec) -> int:
             raise UserError("--all prints every track and budget: drop --track and --budget")
         rows = []
         for track, budget in combinations(spec):
-            multi_node = spec.catalog["budgets"][budget].get("multi_node", False)
+            multi_node = spec.models.budgets[budget].multi_node
             rows.append(_answers(spec, args, ("hours", "nodes") if multi_node else ("hours",), track=track, budget=budget))
         print(format_all(spec, rows))
         return 0
-    answers = _answers(spec, args, ("track", "budget", "nodes", "hours"))
+    answers = _answers(spec, args, ("track", "budget", "nodes", "hours", "layers"))
     derived = spec.derive(answers)
-    print(format_estimate(answers, derived, estimate(spec, answers, derived), spec.catalog))
+    print(format_estimate(spec, answers, derived, estimate(spec, answers, derived)))
     return 0
 
 
@@ -212,7 +274,7 @@ def cmd_roadmap(args: argparse.Namespace, spec: TemplateSpec) -> int:
         raise UserError(f"-o {out}: the roadmap is written as .pdf or .md")
     if png is not None and kind != ".pdf":
         raise UserError("--png needs a PDF output (-o FILE.pdf)")
-    answers = _answers(spec, args, ("project_name", "track", "budget", "nodes", "hours", "data_source"),
+    answers = _answers(spec, args, ("project_name", "track", "budget", "nodes", "hours", "data_source", "layers"),
                        project_name=args.project_name or "my-llm")
     if kind == ".md":
         out.write_text(roadmap.markdown(spec, answers), encoding="utf-8")
@@ -237,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_new(args, spec)
         if args.command == "update":
             return cmd_update(args)
+        if args.command == "add":
+            return cmd_add(args)
+        if args.command == "layers":
+            return cmd_layers(args, spec)
         if args.command == "tracks":
             return cmd_tracks(spec)
         if args.command == "roadmap":

@@ -37,16 +37,16 @@ def estimate(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any
     return formulas.estimate(spec.catalog, answers["track"], answers["budget"], answers["data_source"], derived)
 
 
-def format_estimate(answers: dict[str, Any], derived: dict[str, Any], est: dict[str, Any],
-                    catalog: dict[str, Any]) -> str:
+def format_estimate(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any],
+                    est: dict[str, Any]) -> str:
     """The plan, then FLOPs, memory, compute-optimal size and the time and cost of each roadmap step."""
     t, mem, chin = est["training"], est["memory"], est["chinchilla"]
-    budget = catalog["budgets"][answers["budget"]]
+    budget = spec.models.budgets[answers["budget"]]
     fits = "fits" if mem["fits"] else "does not fit" + (", fits with checkpointing" if mem["fits_ckpt"] else "")
     rows = [
         ("training FLOPs", f"{t['flops']:.3g} = {t['flops_6nd']:.3g} (6ND) + {t['flops_attention']:.3g} "
                            "(attention, 12 L d T per token)"),
-        ("memory/device", f"{gigabytes(mem['total'])} of {budget['memory_gb']:g} GB ({fits}): weights "
+        ("memory/device", f"{gigabytes(mem['total'])} of {budget.memory_gb:g} GB ({fits}): weights "
                           f"{gigabytes(mem['weights'])}, gradients {gigabytes(mem['grads'])}, AdamW "
                           f"{gigabytes(mem['optimizer'])}, activations {gigabytes(mem['activations'])}"),
         ("checkpointing", f"{gigabytes(mem['total_ckpt'])} with activation checkpointing "
@@ -54,12 +54,12 @@ def format_estimate(answers: dict[str, Any], derived: dict[str, Any], est: dict[
         ("compute-optimal", f"{human(chin['params'])} parameters on {human(chin['tokens'])} tokens for "
                             f"{chin['compute']:.3g} FLOPs (N = sqrt(C/120), Hoffmann et al. 2022); "
                             f"this model is {chin['model_ratio']:.2g}x that"),
-        ("sources", budget["source"]),
+        ("sources", budget.source),
     ]
-    lines = [format_rows(plan_rows(answers, derived, catalog)), "", format_rows(rows)]
+    lines = [format_rows(plan_rows(spec, answers, derived)), "", format_rows(rows)]
     lines += ["", "  Roadmap steps (time and cost on this budget; * = optional):"]
     for sid, step in est["steps"].items():
-        title = catalog["steps"][sid]["title"] + (" *" if step["optional"] else "")
+        title = spec.models.steps[sid].title + (" *" if step["optional"] else "")
         cell = dict(step["rows"])["time"]
         if step["hours"] is not None and est["compute"]["price_per_hour"]:
             cell += f", ${step['cost_usd']:,.2f}"
@@ -69,7 +69,7 @@ def format_estimate(answers: dict[str, Any], derived: dict[str, Any], est: dict[
 
 def combinations(spec: TemplateSpec) -> list[tuple[str, str]]:
     """Every (track, budget) pair, in catalog order."""
-    return list(itertools.product(spec.catalog["tracks"], spec.catalog["budgets"]))
+    return list(itertools.product(spec.models.tracks, spec.models.budgets))
 
 
 def format_all(spec: TemplateSpec, rows: list[dict[str, Any]]) -> str:
@@ -128,7 +128,7 @@ def measure(spec: TemplateSpec, steps: int = 10, repeats: int = 3, tracks: list[
 
     record: dict[str, Any] = {"machine": _machine(), "bench_steps": steps, "repeats": repeats, "tracks": {}}
     with tempfile.TemporaryDirectory(prefix="llm-blueprint-measure-") as tmp:
-        for i, track in enumerate(tracks or list(spec.catalog["tracks"])):
+        for i, track in enumerate(tracks or list(spec.models.tracks)):
             answers = {"project_name": "calib", "track": track, "budget": "cpu", "hours": 1.0,
                        "data_source": "shakespeare", "license": "MIT", "author": ""}
             derived = spec.derive(answers)

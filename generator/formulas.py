@@ -231,18 +231,65 @@ def flops_per_s(budget: Mapping[str, Any], world: int, precision: str) -> float:
     return world * peak_tflops(budget, precision) * 1.0e12 * budget["mfu"]
 
 
-def finetune_defaults(catalog: Mapping[str, Any], track: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """`finetune`'s defaults for each method the track has (sft, and lora, qlora, dpo where it has the feature):
-    the factor on the pretrained run's peak learning rate, and the steps for the track's architecture."""
+def finetune_defaults(catalog: Mapping[str, Any], track: Mapping[str, Any],
+                      layers: list[str]) -> dict[str, dict[str, Any]]:
+    """`finetune`'s defaults for each method the repository has (sft, and lora, qlora, dpo where it has their
+    layers): the factor on the pretrained run's peak learning rate, and the steps for the track's architecture."""
     arch = track["architecture"]
     return {method: {"lr_factor": d["lr_factor"],
                      "max_steps": d.get("max_steps_by_architecture", {}).get(arch, d["max_steps"])}
-            for method, d in catalog["finetune"].items() if method == "sft" or track["features"][method]}
+            for method, d in catalog["finetune"].items() if method == "sft" or method in layers}
+
+
+def with_needs(catalog: Mapping[str, Any], names: Any) -> list[str]:
+    """The layers `names` and every layer they need (tracks/layers.yml `needs`), in the registry's order."""
+    wanted, todo = set(), list(names or [])
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(catalog["layers"][name]["needs"])
+    return [name for name in catalog["layers"] if name in wanted]
+
+
+def default_layers(catalog: Mapping[str, Any], track: str, budget: str, data_source: str) -> list[str]:
+    """A new repository's layers: its track's and its budget's defaults, the layer its data source's reader is in,
+    and what those need."""
+    defaults = catalog["layer_defaults"]
+    source_layer = catalog["data_sources"][data_source].get("layer")
+    return with_needs(catalog, [*defaults["tracks"][track], *defaults["budgets"][budget],
+                                *([source_layer] if source_layer else [])])
+
+
+def layers_error(layers: Any, catalog: Mapping[str, Any], data_source: str) -> str:
+    """Why a `layers` answer cannot be used ("" when it can)."""
+    if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers):
+        return "layers must be a list of layer names"
+    unknown = [name for name in layers if name not in catalog["layers"]]
+    if unknown:
+        return f"unknown layer '{unknown[0]}'; choose from: {', '.join(catalog['layers'])}"
+    source_layer = catalog["data_sources"][data_source].get("layer")
+    if source_layer and source_layer not in layers:
+        return f"the data source '{data_source}' needs the {source_layer} layer"
+    return ""
+
+
+def layer_packages(catalog: Mapping[str, Any], present: list[str]) -> dict[str, Any]:
+    """What the present layers add to the generated pyproject.toml: dependencies, extras and test packages."""
+    layers = [catalog["layers"][name] for name in present]
+    extras: dict[str, list[str]] = {}
+    for layer in layers:
+        for name, packages in layer.get("extras", {}).items():
+            extras.setdefault(name, []).extend(p for p in packages if p not in extras.get(name, []))
+    dev = [p for layer in layers for p in layer.get("dev", [])]
+    return {"requires": [p for layer in layers for p in layer.get("requires", [])], "extras": extras,
+            "dev": sorted(set(dev), key=dev.index)}
 
 
 def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: str, nodes: Any,
-           hours: Any) -> dict[str, Any]:
+           hours: Any, layers: Any = ()) -> dict[str, Any]:
     """Everything a generated repository derives from its answers (copier.yml's `derived`)."""
+    present = with_needs(catalog, layers)
     t, b, preset = catalog["tracks"][track], catalog["budgets"][budget], catalog["presets"][budget]
     n_nodes = int(nodes) if b.get("multi_node", False) else 1
     world = b["gpus_per_node"] * n_nodes
@@ -263,6 +310,9 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
         "tie_embeddings": t["architecture"] == "gpt2",
         "qk_norm": t["features"]["qk_norm"],
         "features": dict(t["features"]),
+        "layers": {name: name in present for name in catalog["layers"]},  # what the template tests, by name
+        "layer_list": present,
+        "packages": layer_packages(catalog, present),
         "device": b["device"],
         "nodes": n_nodes,
         "gpus_per_node": b["gpus_per_node"],
@@ -270,7 +320,7 @@ def derive(catalog: Mapping[str, Any], project_name: str, track: str, budget: st
         "multi_gpu": world > 1,
         "multi_node": n_nodes > 1,
         "model": model,
-        "finetune": finetune_defaults(catalog, t),
+        "finetune": finetune_defaults(catalog, t, present),
         "tiny": {**model_shape(t, catalog["presets"]["tiny"]), "max_steps": catalog["presets"]["tiny"]["max_steps"]},
         "cpu": model_shape(t, catalog["presets"]["cpu"]),  # fits any CPU: `check training_1m` trains it everywhere
         "plan": {
@@ -543,6 +593,7 @@ class Formulas(Extension):
         environment.globals.update(
             derive=derive, estimate=estimate, prepare_bytes=prepare_bytes, formula_source=formula_source,
             project_name_error=project_name_error, author_error=author_error, nodes_error=nodes_error,
-            hours_error=hours_error, step_applies=step_applies,
+            hours_error=hours_error, step_applies=step_applies, default_layers=default_layers,
+            layers_error=layers_error,
         )
         environment.filters.update(human=human, gigabytes=gigabytes, duration=duration)

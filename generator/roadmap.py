@@ -18,9 +18,11 @@ import yaml
 
 from generator.errors import UserError
 from generator.estimate import estimate
-from generator.roadmap_schema import PACKAGE_DIR, SNIPPET_ROOT
-from generator.roadmap_text import experiment_expected, project_command
-from generator.spec import TemplateSpec
+from generator.catalog import Catalog
+from generator.formulas import with_needs
+from generator.roadmap_models import SNIPPET_ROOT, Step as StepEntry
+from generator.roadmap_text import experiment_expected, project_command, step_layers
+from generator.spec import TEMPLATE_PACKAGE_DIR, TemplateSpec
 
 
 @dataclass
@@ -34,12 +36,13 @@ class Snippet:
 class Step:
     id: str
     number: int
-    data: dict[str, Any]  # the step in tracks/roadmap.yml
+    data: StepEntry  # the step in tracks/roadmap.yml
     estimate: dict[str, Any]  # its entry in the estimate: optional, hours, cost_usd, rows
     snippet: Snippet
     commands: list[str] = field(default_factory=list)  # with the project's command in front
     experiment: dict[str, Any] | None = None  # the micro-experiment with `expected` resolved for this track
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # `check` entries of this step (checks.yml)
+    layers: list[tuple[str, str | None]] = field(default_factory=list)  # roadmap_text.step_layers
     critical: bool = False
 
 
@@ -47,14 +50,14 @@ class Step:
 class Roadmap:
     answers: dict[str, Any]
     derived: dict[str, Any]
-    catalog: dict[str, Any]
+    catalog: Catalog
     estimate: dict[str, Any]
     steps: list[Step]
 
     @property
     def title(self) -> str:
-        track = self.catalog["tracks"][self.answers["track"]]["title"]
-        budget = self.catalog["budgets"][self.answers["budget"]]["title"]
+        track = self.catalog.tracks[self.answers["track"]].title
+        budget = self.catalog.budgets[self.answers["budget"]].title
         return f"Roadmap for {self.answers['project_name']}: {track} track, {budget}"
 
 
@@ -62,7 +65,7 @@ def template_file(spec: TemplateSpec, rel: str, answers: dict[str, Any], derived
     """A template file as Copier writes it for these answers; `rel` is PACKAGE/<module>.py. Conditional file names
     (one model.py per architecture) are rendered like Copier renders them, to find the source of that file."""
     context = {**answers, "derived": derived}
-    folder = spec.root / "template" / PACKAGE_DIR
+    folder = spec.root / "template" / TEMPLATE_PACKAGE_DIR
     wanted = rel.replace(SNIPPET_ROOT, "", 1)
     for path in sorted(folder.iterdir()):
         jinja = path.name.endswith(".jinja")
@@ -101,6 +104,8 @@ def cut_snippet(source: str, start: str, end: str | None = None) -> tuple[int, s
 
 
 def _experiment(step: dict[str, Any], track: str, derived: dict[str, Any]) -> dict[str, Any] | None:
+    """The step's micro-experiment as roadmap_text reads it: a plain mapping of tracks/roadmap.yml (that module is
+    also a Jinja extension, which Copier hands plain data)."""
     exp = step.get("experiment")
     if exp is None:
         return None
@@ -114,25 +119,35 @@ def rendered_checks(spec: TemplateSpec, answers: dict[str, Any], derived: dict[s
     return yaml.safe_load(spec.render(text, {**answers, "derived": derived}))
 
 
+def _snippet(spec: TemplateSpec, answers: dict[str, Any], derived: dict[str, Any], data: StepEntry,
+             cache: dict) -> Snippet:
+    """The step's code as it is in the repository once the step's layers are in it (`llm-blueprint add` brings
+    them), so a step whose layer is missing still shows the code that layer adds."""
+    ref = data.snippet
+    layers = tuple(with_needs(spec.catalog, [*derived["layer_list"], *(data.layers or [])]))
+    if (ref.file, layers) not in cache:
+        with_layers = {**answers, "layers": list(layers)}
+        cache[ref.file, layers] = template_file(spec, ref.file, with_layers, spec.derive(with_layers))
+    first, code = cut_snippet(cache[ref.file, layers], ref.start, ref.end)
+    return Snippet(ref.file.replace(SNIPPET_ROOT, derived["package_name"] + "/", 1), first, code)
+
+
 def build(spec: TemplateSpec, answers: dict[str, Any]) -> Roadmap:
     derived = spec.derive(answers)
     est = estimate(spec, answers, derived)
-    catalog = spec.catalog
-    rendered: dict[str, str] = {}
+    catalog = spec.models
+    rendered: dict[tuple[str, tuple[str, ...]], str] = {}
     checks = rendered_checks(spec, answers, derived)
     steps = []
     for number, (sid, entry) in enumerate(est["steps"].items(), 1):
-        data = catalog["steps"][sid]
-        ref = data["snippet"]
-        if ref["file"] not in rendered:
-            rendered[ref["file"]] = template_file(spec, ref["file"], answers, derived)
-        first, code = cut_snippet(rendered[ref["file"]], ref["start"], ref.get("end"))
-        path = ref["file"].replace(SNIPPET_ROOT, derived["package_name"] + "/", 1)
+        data = catalog.steps[sid]
         steps.append(Step(
-            id=sid, number=number, data=data, estimate=entry, snippet=Snippet(path, first, code),
-            commands=[project_command(c, derived) for c in data.get("commands", [])],
-            experiment=_experiment(data, answers["track"], derived), critical=sid in est["critical_path"],
-            checks={name: c for name, c in checks.items() if c["step"] == data["title"]},
+            id=sid, number=number, data=data, estimate=entry, snippet=_snippet(spec, answers, derived, data, rendered),
+            commands=[project_command(c, derived) for c in data.commands or []],
+            experiment=_experiment(spec.catalog["steps"][sid], answers["track"], derived),
+            critical=sid in est["critical_path"],
+            checks={name: c for name, c in checks.items() if c["step"] == data.title},
+            layers=step_layers(spec.catalog["steps"][sid], spec.catalog["layers"], derived),
         ))
     return Roadmap(answers, derived, catalog, est, steps)
 
@@ -143,8 +158,9 @@ def attachment_py(roadmap: Roadmap, step: Step) -> str:
     """The step's snippet as a .py file, with a header saying where it comes from and how to try it."""
     s = step.snippet
     last = s.first_line + s.code.count("\n") - 1
-    header = [f"# Step {step.number}, {step.data['title']}: {s.path}, lines {s.first_line}-{last}, as generated for "
+    header = [f"# Step {step.number}, {step.data.title}: {s.path}, lines {s.first_line}-{last}, as generated for "
               f"the {roadmap.answers['track']} track ({roadmap.answers['budget']} budget)."]
+    header += [f"# First: {add} (the repository lacks {name})" for name, add in step.layers if add]
     header += [f"# Try: {c}" for c in step.commands] or ["# The template has no command for this step yet."]
     return "\n".join(header) + "\n\n" + s.code
 
@@ -153,7 +169,7 @@ def attachment_ipynb(roadmap: Roadmap, step: Step) -> str:
     """A notebook with the explanation, the snippet and the commands; fixed cell ids keep the bytes stable."""
     v4 = nbformat.v4
     track = roadmap.answers["track"]
-    intro = f"# {step.number}. {step.data['title']}\n\n{step.data['summary']}\n\n{step.data['explanation'][track]}"
+    intro = f"# {step.number}. {step.data.title}\n\n{step.data.summary}\n\n{step.data.explanation[track]}"
     cells = [
         v4.new_markdown_cell(intro, id=f"{step.id}-intro"),
         v4.new_markdown_cell(f"From `{step.snippet.path}` (line {step.snippet.first_line}) of the generated project:",

@@ -78,10 +78,10 @@ def render_pdf(roadmap: Roadmap) -> bytes:
         py_name, nb_name = attachment_names(step)
         pdf.embed_file(bytes=attachment_py(roadmap, step).encode("utf-8"), basename=py_name,
                        modification_date=FIXED_DATE, creation_date=FIXED_DATE, mime_type="text/x-python",
-                       desc=f"Step {step.number}: {step.data['title']} (code)")
+                       desc=f"Step {step.number}: {step.data.title} (code)")
         pdf.embed_file(bytes=attachment_ipynb(roadmap, step).encode("utf-8"), basename=nb_name,
                        modification_date=FIXED_DATE, creation_date=FIXED_DATE, mime_type="application/x-ipynb+json",
-                       desc=f"Step {step.number}: {step.data['title']} (notebook)")
+                       desc=f"Step {step.number}: {step.data.title} (notebook)")
     return bytes(pdf.output())
 
 
@@ -131,7 +131,7 @@ def _graph_page(pdf: RoadmapPDF, roadmap: Roadmap) -> None:
 
     by_id = {s.id: s for s in roadmap.steps}
     ids = [s.id for s in roadmap.steps]
-    deps = {s.id: [d for d in s.data["depends_on"] if d in by_id] for s in roadmap.steps}
+    deps = {s.id: [d for d in s.data.depends_on if d in by_id] for s in roadmap.steps}
     top = pdf.get_y() + 3
     boxes, edges = layout(ids, deps, left=15, width=180, top=top, height=272 - top, box_w=54, box_h=11.5)
     path = roadmap.estimate["critical_path"]
@@ -154,7 +154,7 @@ def _graph_page(pdf: RoadmapPDF, roadmap: Roadmap) -> None:
         pdf.rect(box.x, box.y, box.w, box.h, style="DF", round_corners=True, corner_radius=1.5)
         pdf.set_dash_pattern()
         pdf.set_text_color(*(GREY if optional else INK))
-        label = f"{step.number}. {step.data['title']}"
+        label = f"{step.number}. {step.data.title}"
         hours = step.estimate["hours"]
         note = (dict(step.estimate["rows"])["time"] if hours is not None else "") + (" · optional" if optional else "")
         _fit_font(pdf, label, box.w - 3, "B", 8)
@@ -226,21 +226,22 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
     data, track = step.data, roadmap.answers["track"]
     pdf.add_page()
     pdf.set_link(name=step_dest(step))
-    pdf.start_section(f"{step.number}. {data['title']}")
+    pdf.start_section(f"{step.number}. {data.title}")
     pdf.set_font("Sans", "B", 16)
     pdf.set_text_color(*(ACCENT if step.critical else INK))
-    pdf.cell(0, 9, f"{step.number}. {data['title']}", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 9, f"{step.number}. {data.title}", new_x="LMARGIN", new_y="NEXT")
     tags = ["on the critical path"] if step.critical else []
     tags += ["optional for this track and budget"] if step.estimate["optional"] else []
-    after = [s.data["title"] for s in roadmap.steps if s.id in data["depends_on"]]
+    after = [s.data.title for s in roadmap.steps if s.id in data.depends_on]
     tags += [f"after: {', '.join(after)}"] if after else []
-    _para(pdf, data["summary"], 10, "I")
+    _para(pdf, data.summary, 10, "I")
     if tags:
         _para(pdf, " · ".join(tags), 8, colour=GREY)
-    _para(pdf, "Before you start: " + "; ".join(data["prerequisites"]) + ".", 8.5, colour=GREY)
+    _para(pdf, "Before you start: " + "; ".join(data.prerequisites) + ".", 8.5, colour=GREY)
     pdf.ln(1.5)
-    _para(pdf, data["explanation"][track])
+    _para(pdf, data.explanation[track])
 
+    _layers(pdf, step)
     _heading(pdf, "Commands")
     if step.commands:
         for command in step.commands:
@@ -259,7 +260,7 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
         _para(pdf, f"{check['observe']} ({'fast' if check['fast'] else 'slow'}, about {check['seconds']} s). "
                    f"Expected: {expected}.", 9)
 
-    _heading(pdf, f"Estimates on {roadmap.catalog['budgets'][roadmap.answers['budget']]['title']}")
+    _heading(pdf, f"Estimates on {roadmap.catalog.budgets[roadmap.answers['budget']].title}")
     pdf.set_font("Sans", "", 8.5)
     pdf.set_text_color(*INK)
     with pdf.table(col_widths=(55, 125), text_align=("LEFT", "LEFT"), line_height=4.6, first_row_as_headings=False,
@@ -274,21 +275,32 @@ def _step_page(pdf: RoadmapPDF, roadmap: Roadmap, step: Step) -> None:
     _code(pdf, s.code)
 
     _heading(pdf, "Tools")
-    for tool in data["tools"]:
+    for tool in data.tools:
         pdf.set_font("Sans", "B", 8.5)
         pdf.set_text_color(*GREY)
-        pdf.cell(24, 4.8, tool["kind"])
+        pdf.cell(24, 4.8, tool.kind)
         pdf.set_font("Sans", "", 9)
         pdf.set_text_color(*LINK)
-        pdf.multi_cell(0, 4.8, tool["title"], link=tool["url"], new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 4.8, tool.title, link=tool.url, new_x="LMARGIN", new_y="NEXT")
 
     _heading(pdf, "Security and compliance")
-    if not data["security"]:
+    if not data.security:
         _para(pdf, "Nothing specific to this step.", 9, "I", GREY)
-    for note in data["security"]:
-        check = f"Checked by {note['check']}." if note["check"] else "No automated check yet."
-        _para(pdf, f"{note['topic']}: {note['note']} {check}", 9)
+    for note in data.security:
+        check = f"Checked by {note.check}." if note.check else "No automated check yet."
+        _para(pdf, f"{note.topic}: {note.note} {check}", 9)
         pdf.ln(0.8)
+
+
+def _layers(pdf: FPDF, step: Step) -> None:
+    """The layers the step needs, and the command that adds each one the repository lacks."""
+    if not step.layers:
+        return
+    _heading(pdf, "Layers")
+    for name, add in step.layers:
+        _para(pdf, f"{name}: " + ("not in this repository yet; add it with" if add else "in this repository."), 9)
+        if add:
+            _mono_line(pdf, add)
 
 
 def _code(pdf: FPDF, code: str) -> None:

@@ -134,6 +134,20 @@ def after_text(step: Step, steps: Mapping[str, Step], est: Estimate) -> str:
     return f" After: {', '.join(after)}." if after else ""
 
 
+def step_layers(step: Step, registry: Mapping[str, Any], derived: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """Per layer the step's commands or code are in: 'serve (Server)', and the command that adds it where this
+    repository lacks it (None where it has it)."""
+    return [(f"{name} ({registry[name]['title']})", None if derived["layers"][name] else f"llm-blueprint add {name}")
+            for name in step.get("layers", [])]
+
+
+def layers_text(step: Step, registry: Mapping[str, Any], derived: Mapping[str, Any]) -> str:
+    """'**Layers:** serve (Server), not in this repository yet: `llm-blueprint add serve`.' or ''."""
+    named = [name + (f", not in this repository yet: `{add}`" if add else ", in this repository")
+             for name, add in step_layers(step, registry, derived)]
+    return f"\n\n**Layers:** {'; '.join(named)}." if named else ""
+
+
 def run_text(step: Step, track: str, derived: Mapping[str, Any]) -> str:
     """The step's commands as boxes and its micro-experiment with the expected result."""
     if not step.get("commands"):
@@ -177,8 +191,8 @@ def security_text(notes: list[Mapping[str, str]]) -> str:
 
 
 # What the template calls, each under its own name.
-JINJA_GLOBALS = (check_value, setup_text, figure_text, mermaid_graph, checklist, after_text, run_text, checks_text,
-                 estimate_rows, tool_list, security_text)
+JINJA_GLOBALS = (check_value, setup_text, figure_text, mermaid_graph, checklist, after_text, layers_text, run_text,
+                 checks_text, estimate_rows, tool_list, security_text)
 
 
 class RoadmapText(Extension):

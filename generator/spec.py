@@ -8,6 +8,7 @@ second copy of a table or a rule.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,8 +18,23 @@ import yaml
 from jinja2 import FileSystemLoader
 from jinja2.sandbox import SandboxedEnvironment
 
-from generator.catalog import load_catalog
+from generator.catalog import Catalog, load_catalog
 from generator.errors import UserError
+
+TEMPLATE_PACKAGE_DIR = "{{ derived.package_name }}"  # the generated package's folder in template/
+# A subcommand of the generated CLI: argparse's `add_parser("NAME"` in cli.py, or a module's `@command("NAME"`.
+_SUBCOMMAND = re.compile(r"""(?:\.add_parser|@command)\(\s*["']([\w-]+)["']""")
+
+
+def cli_commands(root: Path) -> tuple[str, ...]:
+    """The generated CLI's subcommands, each once, in file-name order of the template package's modules."""
+    found: dict[str, None] = {}
+    for path in sorted((root / "template" / TEMPLATE_PACKAGE_DIR).glob("*.py*")):
+        found.update(dict.fromkeys(_SUBCOMMAND.findall(path.read_text(encoding="utf-8"))))
+    if not found:
+        raise UserError(f"{root}: no module of template/{TEMPLATE_PACKAGE_DIR} registers a command "
+                        "(add_parser(\"NAME\" or @command(\"NAME\")")
+    return tuple(found)
 
 # Copier renders every template with these filters (regex_search, to_nice_yaml, from_yaml, ...), then the
 # template's own `_jinja_extensions` (generator/formulas.py and generator/roadmap_text.py, loaded from the template
@@ -61,9 +77,19 @@ class TemplateSpec:
             raise UserError(f"{root}: cannot load the template's Jinja extensions: {exc}") from None
 
     @cached_property
+    def _loaded(self) -> tuple[Catalog, dict[str, Any]]:
+        return load_catalog(self.root, self.config["catalog"]["default"], cli_commands(self.root))
+
+    @property
+    def models(self) -> Catalog:
+        """The tracks/ data as typed models (generator/catalog.py), loaded from exactly the files copier.yml
+        includes, and validated."""
+        return self._loaded[0]
+
+    @property
     def catalog(self) -> dict[str, Any]:
-        """The tracks/ data, loaded from exactly the files copier.yml includes, and schema-checked."""
-        return load_catalog(self.root, self.config["catalog"]["default"])
+        """The same data as plain dicts: what copier.yml's Jinja and generator/formulas.py read."""
+        return self._loaded[1]
 
     @cached_property
     def questions(self) -> list[Question]:
@@ -114,6 +140,13 @@ class TemplateSpec:
                 return float(str(value).strip())
             if q.type == "bool":
                 return str(value).strip().lower() not in _FALSE_STRINGS
+            if q.type == "yaml":  # a list answer: YAML as Copier stores it, or names separated by commas (a flag)
+                parsed = yaml.safe_load(value) if isinstance(value, str) else value
+                if isinstance(parsed, str):
+                    parsed = [name.strip() for name in parsed.split(",") if name.strip()]
+                return [] if parsed is None else parsed
+        except yaml.YAMLError:
+            raise UserError(f"{q.flag} expects names separated by commas, got {value!r}") from None
         except ValueError:
             raise UserError(f"{q.flag} expects a{'n integer' if q.type == 'int' else ' number'}, got {value!r}") from None
         return "" if value is None else str(value)

@@ -3,6 +3,11 @@
 Copier merges the template's changes into the project three-way (old template render, new template render,
 the project) and exits 0 even when a merge conflicts, so conflicts are detected here: unmerged paths in the
 index (`--conflict inline` markers) and `*.rej` files. A conflicted update is never committed.
+
+`add_layer` is the same update with one answer changed: Copier renders the old template with the recorded answers
+and the new one with `layers` passed as data (stored in the answers file, since it is a question), so the layer's
+files arrive as a template change and merge with the user's edits like any other. A project generated before
+layers existed records no `layers` answer: its update passes the layers that hold what it had.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import copier
 import yaml
 
 from generator.errors import UpdateConflict, UserError
+from generator.formulas import layers_error, with_needs
+from generator.layers import previous_release_layers, project_layers
 from generator.render import commit_all, refusing_template_code, runs_only_own_code
-from generator.source import TemplateSource, git, source_for
+from generator.source import TemplateSource, git, source_for, template_files
+from generator.spec import TemplateSpec
 
 ANSWERS_FILE = ".copier-answers.yml"
 
@@ -66,12 +74,21 @@ def changed_files(project: Path) -> list[str]:
     return sorted(line[3:] for line in status)
 
 
-def run_copier_update(project: Path, source: TemplateSource) -> None:
-    """Copier reads the source location from the answers file; `source` decides the revision."""
+def source_spec(source: TemplateSource) -> TemplateSpec:
+    """The questions and catalog of the template a project updates from: its folder where it is on this machine
+    (this checkout, the materialised releases, a fork given to `new --template`), else this install's."""
+    root = Path(source.location)
+    return TemplateSpec(root if (root / "copier.yml").is_file() else template_files())
+
+
+def run_copier_update(project: Path, source: TemplateSource, data: dict) -> None:
+    """Copier reads the source location from the answers file; `source` decides the revision, `data` overrides
+    recorded answers."""
     with warnings.catch_warnings(), refusing_template_code(source):
         warnings.simplefilter("ignore")
         copier.run_update(
             str(project),
+            data=data,
             vcs_ref=source.ref,
             defaults=True,
             overwrite=True,
@@ -82,26 +99,32 @@ def run_copier_update(project: Path, source: TemplateSource) -> None:
         )
 
 
-def update_project(project: Path, *, dry_run: bool = False, commit: bool = True) -> UpdateResult:
-    """Update `project` in place (or a throwaway clone of it, for a dry run); raise UpdateConflict on conflicts."""
+def update_project(project: Path, *, dry_run: bool = False, commit: bool = True, layers: list[str] | None = None,
+                   message: str | None = None) -> UpdateResult:
+    """Update `project` in place (or a throwaway clone of it, for a dry run); raise UpdateConflict on conflicts.
+    `layers` replaces the project's layers answer; `message` heads the commit instead of "Update ...". """
     project = project.resolve()
     answers = read_answers(project)
     check_clean_repo(project)
     source = source_for(str(answers["_src_path"]))
+    if layers is None and "layers" not in answers:  # generated before layers existed: keep what it had
+        layers = previous_release_layers(source_spec(source).catalog, answers)
+    data = {} if layers is None else {"layers": layers}
     if dry_run:
         scratch = Path(tempfile.mkdtemp(prefix="llm-blueprint-dry-run-"))
         try:
             clone = scratch / project.name
             git("clone", "-q", str(project), str(clone), cwd=scratch)
-            return _update(clone, answers, source, commit=False, dry_run=True)
+            return _update(clone, answers, source, data, commit=False, dry_run=True, message=message)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return _update(project, answers, source, commit=commit, dry_run=False)
+    return _update(project, answers, source, data, commit=commit, dry_run=False, message=message)
 
 
-def _update(project: Path, answers: dict, source: TemplateSource, *, commit: bool, dry_run: bool) -> UpdateResult:
-    run_copier_update(project, source)
-    new = str(read_answers(project)["_commit"])
+def _update(project: Path, answers: dict, source: TemplateSource, data: dict, *, commit: bool, dry_run: bool,
+            message: str | None) -> UpdateResult:
+    run_copier_update(project, source, data)
+    old, new = str(answers["_commit"]), str(read_answers(project)["_commit"])
     found = conflicts(project)
     if found:
         raise UpdateConflict(found, dry_run=dry_run)
@@ -109,5 +132,34 @@ def _update(project: Path, answers: dict, source: TemplateSource, *, commit: boo
     git("add", "-A", cwd=project)
     diff = git("diff", "--cached", "--stat", "--patch", cwd=project)
     if changed and commit:
-        commit_all(project, f"Update llm-blueprint template {answers['_commit']} -> {new}", str(answers.get("author", "")))
-    return UpdateResult(str(answers["_commit"]), new, changed, diff)
+        template = f"template {old} -> {new}"
+        summary = f"Update llm-blueprint {template}" if message is None else message + (
+            f" ({template})" if new != old else "")
+        commit_all(project, summary, str(answers.get("author", "")))
+    return UpdateResult(old, new, changed, diff)
+
+
+@dataclass
+class AddResult:
+    added: list[str]  # the layer and the layers it needed that the project lacked; [] when it had the layer
+    update: UpdateResult | None  # None when nothing was done
+
+
+def add_layer(project: Path, layer: str) -> AddResult:
+    """Add `layer` and the layers it needs to `project`: an update with its `layers` answer changed, committed
+    when it merges cleanly (UpdateConflict otherwise). An unknown layer is a UserError before anything runs."""
+    project = project.resolve()
+    answers = read_answers(project)
+    catalog = source_spec(source_for(str(answers["_src_path"]))).catalog
+    present = project_layers(catalog, answers)
+    error = layers_error([*present, layer], catalog, str(answers.get("data_source", "shakespeare")))
+    if error:
+        raise UserError(f"{error} (nothing was changed)")
+    if layer in present:
+        return AddResult([], None)
+    wanted = with_needs(catalog, [*present, layer])
+    added = [name for name in wanted if name not in present]
+    needed = [name for name in added if name != layer]
+    also = f" (with {', '.join(needed)}, which it needs)" if needed else ""
+    result = update_project(project, layers=wanted, message=f"Add the {layer} layer{also} with llm-blueprint add")
+    return AddResult(added, result)

@@ -29,8 +29,21 @@ def _referenced(q: Question, answers: dict[str, Any]) -> str:
     return ", ".join(f"--{name.replace('_', '-')} {answers[name]}" for name in answers if re.search(rf"\b{name}\b", when))
 
 
+def _ask_layers(spec: TemplateSpec, q: Question, context: dict[str, Any], default: list[str]) -> list[str]:
+    """The layers as a checkbox (space toggles, enter accepts), the track's, budget's and data source's ticked."""
+    choices = [questionary.Choice(f"{name}: {layer['title']} ({layer['adds']})", value=name, checked=name in default)
+               for name, layer in spec.catalog["layers"].items()]
+
+    def validate(picked: list[str]) -> bool | str:
+        return spec.error(q, picked, context) or True
+
+    return questionary.checkbox(q.help, choices=choices, validate=validate).unsafe_ask()
+
+
 def _ask(spec: TemplateSpec, q: Question, context: dict[str, Any]) -> Any:
     default = spec.default(q, context)
+    if q.name == "layers":  # the one list answer: chosen from the layer registry
+        return _ask_layers(spec, q, context, default)
     options = spec.choices(q, context)
     if options:
         choices = [questionary.Choice(title, value=value) for title, value in options]

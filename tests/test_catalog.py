@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 
 from pathlib import Path
@@ -10,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from generator.source import copy_template
-from generator.catalog import DATA_READERS, catalog_files
+from generator.catalog import catalog_files
+from generator.catalog_models import DATA_READERS
 from generator.errors import UserError
-from generator.spec import TemplateSpec
+from generator.spec import TEMPLATE_PACKAGE_DIR, TemplateSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,17 +57,17 @@ def broken(tmp_path: Path):
         ("budgets.yml", "    default_hours: 1\n", "", "budgets.yml: budgets.cpu: missing field 'default_hours'"),
         ("tracks.yml", "    architecture: gpt2", "    architecture: rnn", "tracks.beginner.architecture: expected one of gpt2, llama"),
         ("tracks.yml", "    kv_head_ratio: 4", "    kv_head_ratio: 4\n    colour: red", "tracks.researcher: unknown field 'colour'"),
-        ("tracks.yml", "      fsdp: true\n", "", "tracks.researcher.features: expected a mapping of every feature"),
-        ("tracks.yml", "      explain: long", "      explain: deep", "tracks.beginner.features: expected a mapping"),
+        ("tracks.yml", "      fsdp: true\n", "", "tracks/tracks.yml: tracks.researcher.features: missing field 'fsdp'"),
+        ("tracks.yml", "      explain: long", "      explain: deep", "tracks.beginner.features.explain: expected one of long, short, got 'deep'"),
         ("tracks.yml", "    kv_head_ratio: 4", "", "tracks.researcher: kv_head_ratio is given exactly when features.gqa"),
         ("presets.yml", "    n_embd: 256\n", "    n_embd: 250\n", "presets.cpu: n_embd 250 is not divisible by n_head 4"),
         ("presets.yml", "  gpu-80gb:\n", "  gpu-80gb-old:\n", "no preset for budget 'gpu-80gb'"),
-        ("presets.yml", "    vocab_size: 512\n", "    vocab_size: 100\n", "presets.tiny.vocab_size: expected an integer >= 257"),
+        ("presets.yml", "    vocab_size: 2048\n", "    vocab_size: 100\n", "tracks/presets.yml: presets.tiny.vocab_size: expected an integer >= 257, got 100"),
         ("presets.yml", "n_embd: 2560, lr", "n_embd: 2500, lr", "presets.cluster.sizes[2]: n_embd 2500 is not divisible"),
-        ("presets.yml", "n_embd: 4096, lr", "n_embd: 4096, colour: red, lr", "presets.cluster.sizes: expected a non-empty list"),
-        ("presets.yml", "      gpt2: 1.0e-2", "      rnn: 1.0e-2", "presets.tiny.lr_by_architecture: expected a mapping of architectures"),
-        ("presets.yml", "  dpo: {lr_factor", "  ppo: {lr_factor", "presets.yml: finetune: expected exactly the methods sft, lora"),
-        ("presets.yml", "      gpt2: 1200", "      gpt2: 0", "finetune.sft.max_steps_by_architecture: expected a mapping"),
+        ("presets.yml", "n_embd: 4096, lr", "n_embd: 4096, colour: red, lr", "presets.cluster.sizes[3]: unknown field 'colour'"),
+        ("presets.yml", "      gpt2: 6.0e-3", "      rnn: 6.0e-3", "presets.tiny.lr_by_architecture: key 'rnn': expected one of gpt2, llama"),
+        ("presets.yml", "  dpo: {lr_factor", "  ppo: {lr_factor", "tracks/presets.yml: finetune: missing field 'dpo' (and 1 more)"),
+        ("presets.yml", "      gpt2: 1200", "      gpt2: 0", "finetune.sft.max_steps_by_architecture.gpt2: expected an integer >= 1, got 0"),
         ("choices.yml", "    title: MIT\n", "    title: '{{ x }}'\n", "choices.yml: line"),
         ("choices.yml", "    source: jsonl\n", "    source: csv\n", "data_sources.jsonl.source: expected one of shakespeare"),
         ("choices.yml", "    source: jsonl\n", "    source: jsonl\n    data_path: x.jsonl\n",
@@ -75,7 +75,7 @@ def broken(tmp_path: Path):
         ("budgets.yml", "    default_data_source: fineweb-edu\n", "    default_data_source: web\n",
          "budgets.gpu-24gb.default_data_source: 'web' is not a data source in choices.yml"),
         ("choices.yml", "licenses:\n", "licenses: [\n", "choices.yml: line"),
-        ("choices.yml", "licenses:\n", "colours:\n", "choices.yml: colours: unknown section"),
+        ("choices.yml", "licenses:\n", "colours:\n", "tracks/choices.yml: colours: unknown section"),
     ],
 )
 def test_mistakes_are_reported_precisely(broken, file: str, old: str, new: str, expected: str) -> None:
@@ -87,9 +87,12 @@ def test_multi_node_budget_needs_node_limits(broken) -> None:
 
 
 def test_data_sources_name_the_readers_of_the_generated_prepare() -> None:
-    """The wizard offers a source for every reader of the generated sources.py, and names no reader it lacks."""
-    sources = (ROOT / "template" / "{{ derived.package_name }}" / "sources.py.jinja").read_text()
-    kinds = re.search(r"^SOURCE_KINDS = (\(.*\))$", sources, re.M)
-    assert kinds and ast.literal_eval(kinds.group(1)) == DATA_READERS
+    """The wizard offers a source for every reader that the generated package registers in data.READERS (the core's
+    in data.py, the datasets layer's in sources.py), and names no reader it lacks."""
+    package = ROOT / "template" / TEMPLATE_PACKAGE_DIR
+    texts = [p.read_text() for p in package.iterdir() if p.name.startswith(("data.py", "{% if derived.layers.datasets"))]
+    kinds = [m.group(1) or m.group(2) for t in texts
+             for m in re.finditer(r'^    "(\w+)": Reader\(|^READERS\["(\w+)"\] = Reader\(', t, re.MULTILINE)]
+    assert sorted(kinds) == sorted(DATA_READERS)
     offered = {s["source"] for s in TemplateSpec(ROOT).catalog["data_sources"].values()}
     assert offered == set(DATA_READERS)

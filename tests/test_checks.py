@@ -3,13 +3,13 @@ roadmap step with code has a check, every check has an experiment, and schema mi
 
 from __future__ import annotations
 
-import ast
 import itertools
+import re
 from pathlib import Path
 
 import pytest
 
-from generator.formulas import step_applies
+from generator.formulas import default_layers, step_applies
 from generator.roadmap import build, rendered_checks
 from generator.spec import TemplateSpec
 from tests.test_catalog import broken  # noqa: F401  (the fixture)
@@ -21,18 +21,21 @@ WAYS = ("expected", "at_most", "at_least")  # a figure fixes one of these, or th
 
 
 def answers(track: str, budget: str) -> dict:
+    """The answers of a render with the track's and budget's default layers (copier.yml's `layers` default)."""
+    catalog = TemplateSpec(ROOT).catalog
     a = {"project_name": "chk", "track": track, "budget": budget, "hours": 2.0, "data_source": "shakespeare",
-         "license": "MIT", "author": ""}
+         "license": "MIT", "author": "", "layers": default_layers(catalog, track, budget, "shakespeare")}
     return {**a, "nodes": 4} if budget == "cluster" else a
 
 
 def experiment_names() -> set[str]:
-    """The keys of EXPERIMENTS in the template's experiments.py."""
-    source = (ROOT / "template" / "{{ derived.package_name }}" / "experiments.py").read_text()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "EXPERIMENTS":
-            return {k.value for k in node.value.keys}
-    raise AssertionError("experiments.py has no EXPERIMENTS")
+    """The checks that the template's modules register an experiment for, with @experiment (the function's name)
+    or @experiment(check="NAME")."""
+    names = set()
+    for path in (ROOT / "template" / "{{ derived.package_name }}").iterdir():
+        for check, function in re.findall(r'^@experiment(?:\(check="(\w+)"\))?.*\ndef (\w+)\(', path.read_text(), re.M):
+            names.add(check or function)
+    return names
 
 
 def _number(v: object) -> bool:
@@ -46,9 +49,10 @@ def test_rendered_checks_validate(spec: TemplateSpec, track: str, budget: str) -
     steps = spec.catalog["steps"]
     present = {s["title"] for s in steps.values() if step_applies(s, track, budget)[0]}
     assert set(checks) == {n for n, c in spec.catalog["checks"].items()
-                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)}
-    assert ("distributed" in checks) == derived["multi_gpu"]
-    assert ("lora_init" in checks) == derived["features"]["lora"]
+                           if steps[c["step"]]["title"] in present and derived["features"].get(c.get("feature"), True)
+                           and derived["layers"].get(c.get("layer"), True)}
+    assert ("distributed" in checks) == derived["layers"]["distributed"]
+    assert ("lora_init" in checks) == derived["layers"]["lora"]
     assert set(checks) <= experiment_names()
     for name, c in checks.items():
         assert c["step"] in present and isinstance(c["fast"], bool) and c["seconds"] >= 1, name
@@ -85,11 +89,11 @@ def test_every_step_with_code_has_a_check_shown_in_the_roadmap(spec: TemplateSpe
         ("    step: tokenizer\n", "    step: tokeniser\n", "checks.tokenizer.step: unknown roadmap step 'tokeniser'"),
         ("        at_most: 0.05\n", "        at_most: {beginner: 0.05}\n",
          "training_overfit.figures.final_loss.at_most: a per-track value needs each of beginner, practitioner, researcher"),
-        ("        at_most: 0.05\n", "        at_most: 0.05\n        at_least: 0.1\n", "checks.training_overfit.figures: expected"),
-        ("        expected: 6\n        tolerance: 0\n", "        expected: 6\n", "checks.data_pii.figures: expected"),
+        ("        at_most: 0.05\n", "        at_most: 0.05\n        at_least: 0.1\n", "checks.training_overfit.figures.final_loss: expected exactly one of expected, formula, at_most, at_least and shown: true, got at_most, at_least"),
+        ("        expected: 6\n        tolerance: 0\n", "        expected: 6\n", "checks.data_pii.figures.pii_found: a tolerance goes with expected or formula, and only with them"),
         ("      mfu: from_catalog budgets.cpu.mfu", "      mfu: from_catalog budgets.tpu.mfu", "does not resolve (no 'tpu')"),
-        ("    fast: true\n", "    fast: yes please\n", "checks.data_manifest.fast: expected true or false"),
-        ("    feature: lora\n", "    feature: explain\n", "checks.lora_init.feature: not a true/false track feature"),
+        ("    fast: true\n", "    fast: yes please\n", "tracks/checks.yml: checks.data_manifest.fast: expected true or false, got 'yes please'"),
+        ("    layer: lora\n", "    feature: lora\n", "checks.lora_init.feature: not a true/false track feature"),
     ],
 )
 def test_check_mistakes_are_reported_precisely(broken, old: str, new: str, expected: str) -> None:  # noqa: F811

@@ -28,7 +28,7 @@ def test_new_with_flags_renders_commits_and_prints_next_steps(cli, tmp_path: Pat
 def test_every_question_is_a_flag_in_help(spec) -> None:
     result = run_python("-m", "generator", "new", "--help", cwd=ROOT)
     assert result.returncode == 0
-    assert len(spec.questions) == 9
+    assert len(spec.questions) == 10
     for q in spec.questions:
         assert q.flag in result.stdout
     assert "beginner, practitioner, researcher" in result.stdout
@@ -47,6 +47,9 @@ def test_every_question_is_a_flag_in_help(spec) -> None:
         (["--budget", "cluster", "--nodes", "x"], "--nodes expects an integer"),
         (["--data-path", "x/*.txt"], "--data-path does not apply with --data-source shakespeare"),
         (["--license", "GPL"], "unknown license 'GPL'"),
+        (["--layers", "serve,rocket"], "unknown layer 'rocket'; choose from: governance, datasets"),
+        (["--data-source", "jsonl", "--data-path", "d/*.jsonl", "--layers", "serve"],
+         "the data source 'jsonl' needs the datasets layer (--layers)"),
         (["--name", "My Model"], "project name 'My Model' must be lowercase letters"),
         (["--name", "torch"], "would shadow a Python module"),
         (["--name", "json"], "project name 'json' would shadow a Python module"),  # standard library

@@ -62,7 +62,7 @@ def test_per_step_times_worked_by_hand(spec: TemplateSpec) -> None:
     # forward only (a third of the training FLOPs per token).
     assert s["evaluation"]["hours"] == pytest.approx(25 * 20 * 16 * 256 * 28_311_552 / 3 / 3.72e11 / 3600)
     assert s["data_collection"]["hours"] is None and s["model"]["hours"] is None
-    assert dict(s["initialisation"]["rows"])["first loss (tiny config)"] == "ln(512) = 6.238"
+    assert dict(s["initialisation"]["rows"])["first loss (tiny config)"] == "ln(2048) = 7.625"
     assert dict(s["initialisation"]["rows"])["first loss (default config)"] == f"ln(4096) = {math.log(4096):.3f}"
     files = estimate(spec, answers(data_source="files", data_path="d/*.txt"))["steps"]
     assert files["tokenizer"]["hours"] == pytest.approx(47_300_608 * 4.0 / 1e6 / 1.8 / 3600)  # 4 bytes per token

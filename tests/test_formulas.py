@@ -173,9 +173,9 @@ def test_plan_warns_about_many_passes_over_a_small_corpus(spec: TemplateSpec) ->
     passes = formulas.corpus_passes(catalog, "shakespeare", cluster)
     assert passes == pytest.approx(cluster["plan"]["train_tokens"] / 1.2525e6)
     assert passes > 1000
-    rows = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "shakespeare"}, cluster, catalog))
+    rows = dict(plan_rows(spec, {"track": "researcher", "budget": "cluster", "data_source": "shakespeare"}, cluster))
     assert rows["data"].startswith(f"warning: {passes:,.0f} passes over the corpus; beyond 4")
-    files = dict(plan_rows({"track": "researcher", "budget": "cluster", "data_source": "files"}, cluster, catalog))
+    files = dict(plan_rows(spec, {"track": "researcher", "budget": "cluster", "data_source": "files"}, cluster))
     assert "data" not in files and formulas.corpus_passes(catalog, "files", cluster) is None
     # The estimate's (and so ROADMAP.md's) data collection step warns in the same words.
     est = formulas.estimate(catalog, "researcher", "cluster", "shakespeare", cluster)
@@ -194,10 +194,10 @@ def test_a_streamed_corpus_is_read_to_what_the_plan_trains_on(spec: TemplateSpec
     cluster = formulas.derive(catalog, "demo", "practitioner", "cluster", 4, 72)
     tokens = cluster["plan"]["train_tokens"]
     assert formulas.corpus_passes(catalog, "fineweb-edu", cluster) == pytest.approx(tokens / 1.125e11)
-    rows = dict(plan_rows({"track": "practitioner", "budget": "cluster", "data_source": "fineweb-edu"}, cluster, catalog))
+    rows = dict(plan_rows(spec, {"track": "practitioner", "budget": "cluster", "data_source": "fineweb-edu"}, cluster))
     assert "data" not in rows
     huge = formulas.derive(catalog, "demo", "practitioner", "cluster", 512, 72)
-    rows = dict(plan_rows({"track": "practitioner", "budget": "cluster", "data_source": "fineweb-edu"}, huge, catalog))
+    rows = dict(plan_rows(spec, {"track": "practitioner", "budget": "cluster", "data_source": "fineweb-edu"}, huge))
     assert rows["data"].startswith("warning: ") and formulas.corpus_passes(catalog, "fineweb-edu", huge) > 100
     gpu = formulas.derive(catalog, "demo", "practitioner", "gpu-24gb", 1, 12)
     est = formulas.estimate(catalog, "practitioner", "gpu-24gb", "fineweb-edu", gpu)["steps"]["data_collection"]
@@ -207,11 +207,12 @@ def test_a_streamed_corpus_is_read_to_what_the_plan_trains_on(spec: TemplateSpec
 
 
 def test_finetune_defaults_follow_the_track_features_and_architecture(spec: TemplateSpec) -> None:
-    """sft everywhere, the other methods where the track has their feature; GPT-2 gets its own SFT step count."""
+    """sft everywhere, the other methods where the repository has their layer; GPT-2 gets its own SFT step count."""
     tracks, catalog = spec.catalog["tracks"], spec.catalog
-    beginner = formulas.finetune_defaults(catalog, tracks["beginner"])
-    researcher = formulas.finetune_defaults(catalog, tracks["researcher"])
+    beginner = formulas.finetune_defaults(catalog, tracks["beginner"], ["finetune"])
+    researcher = formulas.finetune_defaults(catalog, tracks["researcher"], ["finetune", "lora", "qlora", "dpo"])
     assert list(beginner) == ["sft"] and beginner["sft"] == {"lr_factor": 1.0, "max_steps": 1200}
     assert list(researcher) == ["sft", "lora", "qlora", "dpo"] and researcher["sft"]["max_steps"] == 400
-    assert spec.derive({"project_name": "p", "track": "practitioner", "budget": "cpu", "hours": 1})["finetune"] == {
+    assert spec.derive({"project_name": "p", "track": "practitioner", "budget": "cpu", "hours": 1,
+                        "layers": ["lora"]})["finetune"] == {
         "sft": {"lr_factor": 1.0, "max_steps": 400}, "lora": {"lr_factor": 3.0, "max_steps": 400}}

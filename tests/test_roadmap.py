@@ -18,22 +18,26 @@ from pypdf import PdfReader
 from generator.source import copy_template
 from generator.errors import UserError
 from generator.estimate import estimate
+from generator.formulas import default_layers
 from generator.render import render
 from generator.roadmap import attachment_ipynb, attachment_py, build, markdown
 from generator.roadmap_layout import layout
 from generator.roadmap_pdf import FONTS, attachment_names, render_pdf, step_dest
-from generator.roadmap_schema import cli_commands
+from generator.spec import cli_commands
 from generator.source import TemplateSource
 from generator.spec import TemplateSpec
 from tests.conftest import ROOT
 
 # Rendered once each: the smallest and the largest combination, and the practitioner in between.
 CASES = [("beginner", "cpu"), ("practitioner", "gpu-24gb"), ("researcher", "cluster")]
+CATALOG = TemplateSpec(ROOT).catalog
 
 
 def answers(track: str, budget: str) -> dict:
+    """The answers of a render with the track's and budget's default layers (copier.yml's `layers` default)."""
     a = {"project_name": f"rm-{track[:4]}", "track": track, "budget": budget, "hours": 2.0,
-         "data_source": "shakespeare", "license": "MIT", "author": ""}
+         "data_source": "shakespeare", "license": "MIT", "author": "",
+         "layers": default_layers(CATALOG, track, budget, "shakespeare")}
     return {**a, "nodes": 4} if budget == "cluster" else a
 
 
@@ -66,12 +70,13 @@ def test_sixteen_steps_in_dependency_order(spec: TemplateSpec) -> None:
     ("old", "new", "expected"),
     [
         ("    depends_on: [data_collection]\n", "    depends_on: [tokenizer]\n", "cleaning_pii.depends_on: 'tokenizer' is not a step listed above"),
-        ("    commands: [bench --config tiny --steps 2]\n", "    commands: [deploy --port 80]\n", "steps.model.commands: expected a non-empty list of commands"),
+        ("    commands: [prepare --config tiny --source shakespeare, pytest", "    commands: [deploy --port 80, pytest",
+         "steps.data_collection.commands: expected commands starting with one of check, plan, prepare, "),
         ("      - {kind: official, title: torch.nn.init,", "      - {kind: blog, title: torch.nn.init,", "steps.initialisation.tools"),
         ("    optional_tracks: [beginner]\n", "    optional_tracks: [novice]\n", "fine_tuning.optional_tracks: unknown id 'novice'"),
         ("        check: tests/test_train.py::test_checkpoint_loads_with_weights_only\n    snippet: {file: PACKAGE/train.py, start: \"for",
          "        check: the tests\n    snippet: {file: PACKAGE/train.py, start: \"for", "steps.training_loop.security"),
-        ("      expected_from: tiny.params\n", "", "steps.model.experiment: expected"),
+        ("      expected_from: tiny.params\n", "", "steps.model.experiment: give exactly one of expected and expected_from"),
     ],
 )
 def test_roadmap_mistakes_are_reported(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -95,7 +100,7 @@ def test_snippets_are_the_generated_code(spec: TemplateSpec, projects, track: st
         n = s.code.count("\n")
         original = "\n".join(lines[s.first_line - 1:s.first_line - 1 + n]) + "\n"
         assert original.strip() and textwrap.dedent(original) == s.code, step.id
-        assert step.data["snippet"]["start"].strip() in lines[s.first_line - 1] or lines[s.first_line - 1].lstrip().startswith("@")
+        assert step.data.snippet.start.strip() in lines[s.first_line - 1] or lines[s.first_line - 1].lstrip().startswith("@")
         compile(attachment_py(roadmap, step), f"{step.id}.py", "exec")  # each attachment is valid Python
 
 
@@ -126,10 +131,10 @@ def test_every_command_and_check_exists_in_the_generated_repo(spec: TemplateSpec
             flags = [w for w in words[2:] if w.startswith("--")]
             help_text = _cli_help(project, package, words[1])
             assert all(flag in help_text for flag in flags), f"{command}: unknown flag"
-        for note in step.data["security"]:
-            if note["check"]:
-                file, test = note["check"].split("::")
-                assert file in tests and f"def {test}(" in tests[file], note["check"]
+        for note in step.data.security:
+            if note.check:
+                file, test = note.check.split("::")
+                assert file in tests and f"def {test}(" in tests[file], note.check
 
 
 @pytest.mark.parametrize(("track", "budget"), CASES)
@@ -139,11 +144,11 @@ def test_generated_roadmap_md(spec: TemplateSpec, projects, track: str, budget: 
     roadmap = build(spec, answers(track, budget))
     mermaid = text.split("```mermaid\n", 1)[1].split("```", 1)[0]
     for step in roadmap.steps:
-        assert f'  {step.id}["{step.number}. {step.data["title"]}' in mermaid
-        for dep in step.data["depends_on"]:
+        assert f'  {step.id}["{step.number}. {step.data.title}' in mermaid
+        for dep in step.data.depends_on:
             if dep in roadmap.estimate["steps"]:
                 assert f"  {dep} --> {step.id}\n" in mermaid
-        assert f"\n## {step.number}. {step.data['title']}\n" in text
+        assert f"\n## {step.number}. {step.data.title}\n" in text
         for command in step.commands:
             assert f"- [ ] `{command}`" in text
         assert dict(step.estimate["rows"])["time"] in text
@@ -162,15 +167,15 @@ def test_pdf_links_outline_and_attachments(pdfs, track: str) -> None:
     reader = PdfReader(io.BytesIO(data))
     outline = [(item.title, reader.get_destination_page_number(item)) for item in reader.outline]
     assert outline[0] == ("Dependency graph", 0)
-    assert [t for t, _ in outline[1:]] == [f"{s.number}. {s.data['title']}" for s in roadmap.steps]
+    assert [t for t, _ in outline[1:]] == [f"{s.number}. {s.data.title}" for s in roadmap.steps]
     pages = dict(outline)
 
     links = [a.get_object() for a in reader.pages[0].get("/Annots", [])]
     targets = [str(a["/Dest"]) for a in links if a.get("/Subtype") == "/Link"]
     assert sorted(targets) == sorted(step_dest(s) for s in roadmap.steps)  # one box per step, each a link
     for step in roadmap.steps:
-        assert _dest_page(reader, step_dest(step)) == pages[f"{step.number}. {step.data['title']}"]
-        page = reader.pages[pages[f"{step.number}. {step.data['title']}"]]
+        assert _dest_page(reader, step_dest(step)) == pages[f"{step.number}. {step.data.title}"]
+        page = reader.pages[pages[f"{step.number}. {step.data.title}"]]
         back = [a.get_object().get("/Dest") for a in page.get("/Annots", [])]
         assert "graph" in [str(d) for d in back if d is not None]  # the way back to page 1
     assert _dest_page(reader, "graph") == 0
@@ -199,8 +204,8 @@ def test_fonts_cover_every_character_printed(pdfs) -> None:
         text = [roadmap.title]
         for step in roadmap.steps:
             d = step.data
-            text += [d["title"], d["summary"], *d["prerequisites"], *d["explanation"].values(), *step.commands]
-            text += [t["title"] for t in d["tools"]] + [n["note"] for n in d["security"]]
+            text += [d.title, d.summary, *d.prerequisites, *d.explanation.values(), *step.commands]
+            text += [t.title for t in d.tools] + [n.note for n in d.security]
             text += [v for row in step.estimate["rows"] for v in row]
         missing = {c for c in "".join(text) if ord(c) not in covered["DejaVuSans"]}
         assert not missing, f"no glyph for {sorted(missing)}"
@@ -211,7 +216,7 @@ def test_fonts_cover_every_character_printed(pdfs) -> None:
 def test_graph_layout_keeps_boxes_apart_and_on_the_page(pdfs) -> None:
     for roadmap, _ in pdfs.values():
         ids = [s.id for s in roadmap.steps]
-        deps = {s.id: [d for d in s.data["depends_on"] if d in ids] for s in roadmap.steps}
+        deps = {s.id: [d for d in s.data.depends_on if d in ids] for s in roadmap.steps}
         boxes, edges = layout(ids, deps, left=15, width=180, top=40, height=232, box_w=54, box_h=11.5)
         eps = 1e-6  # millimetres; positions are sums of floats
         for a in boxes.values():

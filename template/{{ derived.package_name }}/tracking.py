@@ -11,12 +11,16 @@ variable; nothing is sent to a server unless you opted in that way). Neither is 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from .cli import command
+from .config import COMMAND
 
 METRICS = "metrics.jsonl"  # in the run directory
 
@@ -129,3 +133,25 @@ def plot_losses(metrics_path: Path, png: Path, title: str, band: tuple[float, fl
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
+
+
+def find_run(run: str | Path | None = None) -> Path:
+    """--run DIR, else the run directory in runs/ whose metrics.jsonl changed last."""
+    if run:
+        path = Path(run)
+        if not (path / METRICS).is_file():
+            raise FileNotFoundError(f"{path} is not a run directory (no metrics.jsonl)")
+        return path
+    found = sorted(Path("runs").glob(f"*/{METRICS}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError("no run found in runs/: train first, or pass --run")
+    return found[-1].parent
+
+
+@command("plot", help="draw a run's loss curve (loss.png) from metrics.jsonl",
+         flags=lambda p: p.add_argument("--run", metavar="DIR", help="run directory (default: the newest in runs/)"),
+         description="Redraw <run>/loss.png at any time, also while the run is training.\n\n"
+                     f"example:\n  {COMMAND} plot --run runs/tiny")
+def plot_command(args: argparse.Namespace) -> None:
+    run = find_run(args.run)
+    print(plot_losses(run / METRICS, run / "loss.png", run.name))
