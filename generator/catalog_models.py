@@ -169,7 +169,6 @@ class Layer(Entry):
     requires: Names = []
     extras: Annotated[dict[Text, Names], expect("a mapping of extra names to lists of packages")] = {}
     dev: Names = []
-    readme: Annotated[dict[Text, Text], expect("a mapping of README sections to Markdown")] = {}
 
 
 class LayerDefaults(Entry):

@@ -17,8 +17,9 @@ from generator.spec import TemplateSpec
 
 TRACKS = ["beginner", "practitioner", "researcher"]
 BUDGETS = ["cpu", "gpu-24gb", "gpu-80gb", "node-8gpu", "cluster"]
+# The core's modules, in every render; a layer's (tracks/layers.yml `modules`) only with the layer.
 PACKAGE_FILES = ["__init__.py", "__main__.py", "cli.py", "config.py", "model.py", "tokenizer.py", "data.py",
-                 "train.py", "generate.py", "bench.py", "distributed.py"]
+                 "train.py", "generate.py", "decoding.py", "check.py"]
 ALWAYS = ["README.md", "pyproject.toml", "LICENSE", ".gitignore", ".copier-answers.yml", ".github/workflows/ci.yml",
           "configs/tiny.yml", "configs/default.yml", "tests/test_model.py", "tests/test_train.py", "tests/test_cli.py",
           "tests/test_tokenizer.py", "tests/test_data.py"]
@@ -51,10 +52,12 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, template_repo: Path) -> dic
 @pytest.mark.parametrize(("track", "budget"), list(itertools.product(TRACKS, BUDGETS)))
 def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, budget: str) -> None:
     project = matrix[track, budget]
-    answers = answers_for(track, budget)
-    derived = spec.derive(answers)
-    package = derived["package_name"]
     files = rendered_files(project)
+    # The layers the render took (the track's and budget's defaults, which Copier fills in), not the previous
+    # release's that answers without `layers` stand for.
+    layers = yaml.safe_load(files[".copier-answers.yml"])["layers"]
+    derived = spec.derive({**answers_for(track, budget), "layers": layers})
+    package = derived["package_name"]
 
     for name, text in files.items():
         if name == f"{package}/chat_format.py":
@@ -63,6 +66,9 @@ def test_combination_renders_completely(matrix, spec: TemplateSpec, track: str, 
         assert "{{" not in leftovers and "{%" not in leftovers, f"unrendered Jinja in {name}"
     for name in ALWAYS + [f"{package}/{f}" for f in PACKAGE_FILES]:
         assert name in files, f"{name} missing"
+    owner = {f"{package}/{m}.py": name for name, layer in spec.catalog["layers"].items() for m in layer["modules"]}
+    present = {owner[name] for name in files if name in owner}
+    assert present == set(derived["layer_list"]), "a layer's modules without the layer, or a layer without them"
     assert ("scripts/torchrun.sh" in files) == derived["multi_gpu"]
     assert ("scripts/slurm.sbatch" in files) == derived["multi_gpu"]
     assert ("tests/fake_slurm.py" in files) == derived["multi_gpu"]  # SLURM's srun and scontrol for the sbatch test
@@ -207,9 +213,11 @@ def test_plain_copier_copy_is_byte_identical_to_the_wizard(cli, tmp_path: Path, 
 
 
 def test_gpu_budgets_default_to_a_streamed_web_corpus(cli, tmp_path: Path, template_repo: Path) -> None:
-    """A GPU plan trains on FineWeb-Edu through `datasets` (a dependency then), with its licence; a CPU one on
-    the plays; every source prepare reads is offered, with a path where it needs one."""
-    code, _, err = cli("new", str(tmp_path / "gpu"), "--yes", "--template", str(template_repo), "--budget", "gpu-24gb")
+    """A GPU plan trains on FineWeb-Edu through `datasets` (a dependency then), with its licence where the
+    governance layer records one; a CPU one on the plays; every source prepare reads is offered, with a path where
+    it needs one."""
+    code, _, err = cli("new", str(tmp_path / "gpu"), "--yes", "--template", str(template_repo), "--budget", "gpu-24gb",
+                       "--layers", "governance,datasets")
     assert code == 0, err
     data = yaml.safe_load((tmp_path / "gpu" / "configs" / "default.yml").read_text())["data"]
     assert (data["source"], data["data_path"], data["hf_name"]) == ("hf", "HuggingFaceFW/fineweb-edu", "sample-100BT")
@@ -219,7 +227,7 @@ def test_gpu_budgets_default_to_a_streamed_web_corpus(cli, tmp_path: Path, templ
                        "--data-source", "parquet")
     assert code == 0, err
     data = yaml.safe_load((tmp_path / "own" / "configs" / "default.yml").read_text())["data"]
-    assert (data["source"], data["data_path"], data["licence"]) == ("parquet", "data/**/*.parquet", None)
+    assert (data["source"], data["data_path"], data.get("licence")) == ("parquet", "data/**/*.parquet", None)
     assert "prepare --source parquet --data 'data/**/*.parquet'" in (tmp_path / "own" / "README.md").read_text()
 
 

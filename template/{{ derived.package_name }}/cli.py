@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:
-        code = getattr(e, "exit_code", None)  # faults.py, checkpoint.py: run locked, disk full, preempted, ...
+        code = getattr(e, "exit_code", None)  # checkpoint.py: run locked, disk full, preempted, ...
         if code is None:
             raise
         print(f"{COMMAND}: {getattr(e, 'label', 'error')}: {e}", file=sys.stderr)

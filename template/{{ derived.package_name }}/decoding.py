@@ -201,7 +201,7 @@ class Decoder:
     def __init__(self, model: GPT, max_batch: int, eot_id: int | None = None, dtype: torch.dtype | None = None):
         self.model, self.eot_id, self.max_batch = model, eot_id, max_batch
         self.device = next(model.parameters()).device
-        # dtype: what the model's keys come out as (the autocast dtype under mixed precision)
+        # dtype: what the model's keys come out as (16-bit under mixed precision)
         self.cache = KVCache.for_model(model.config, max_batch, dtype or next(model.parameters()).dtype, self.device)
         self.rows: list[Sequence] = []
 

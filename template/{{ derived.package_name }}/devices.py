@@ -2,9 +2,10 @@
 
 The training loop (train.py) asks a OneDevice everything that several processes would do differently (wrap the
 model, average a number, agree on a stop, save the state), and a FullPrecision everything that mixed precision
-would do differently (autocast, loss scaling, the peak FLOP/s for MFU). A module that offers several processes
-(torchrun) or another number format registers its own answers in SETUPS or PRECISIONS when it is imported (the
-command line imports every module of the package first), so the loop reads the same in every repository.
+would do differently (casting to 16 bits, loss scaling, the peak FLOP/s for MFU). A module that offers several
+processes (started by a launcher) or another number format registers its own answers in SETUPS or PRECISIONS
+when it is imported (the command line imports every module of the package first), so the loop reads the same in
+every repository.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class FullPrecision:
     def __init__(self, device: torch.device):
         self.device = device
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def casting(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
     def prepare(self, model: GPT) -> None:
@@ -147,7 +148,7 @@ PRECISIONS: dict[str, Callable[[torch.device], FullPrecision]] = {"fp32": FullPr
 
 
 def devices_for(name: str, t: TrainConfig) -> OneDevice:
-    """The first registered setup that applies (one started by torchrun, say), else one process on `name`."""
+    """The first registered setup that applies (several processes from a launcher, say), else one process on `name`."""
     load_package()  # the modules that register setups
     device = pick_device(name)
     return next((d for d in (setup(device, t) for setup in SETUPS) if d is not None), None) or OneDevice(device)

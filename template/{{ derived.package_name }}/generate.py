@@ -46,7 +46,7 @@ from .check import Context, Outcome, experiment
 from .checkpoint import CHECKPOINT, load_checkpoint, load_weights
 from .cli import command, load_package, non_negative_float, positive_float, positive_int
 from .config import COMMAND, Config, load_config
-from .data import TokenDataset
+from .data import TokenDataset, ensure_data
 from .decoding import SamplingParams, generate
 from .devices import pick_device
 from .model import GPT, GPTConfig
@@ -247,7 +247,7 @@ def run_first_sample(work: Path, setup: dict[str, Any], log: Callable[[str], Non
     wall time also counts whatever else the machine runs (on an idle 2-core laptop the two are about equal). The
     notes hold every seed's share and sample, and each stage's wall and CPU seconds; the separate commands of the
     quick start add their Python start-ups, a few seconds each, which this in-process run does not pay."""
-    from .train import ensure_data, train  # training comes before sampling: imported when the check runs
+    from .train import train  # training comes before sampling: imported when the check runs
 
     if cfg is None:  # its own copy of the data, so the prepare step is timed as on a first run
         cfg = load_config("tiny", overrides={"data": {"dir": str(work / "data")}})
