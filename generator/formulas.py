@@ -57,6 +57,14 @@ TAKEN_NAMES = frozenset({
     "datasketch", "datasets", "pyarrow", "tokenizers", "copier", "generator", "tests", "data", "model", "config",
     "scripts", "notebooks", "configs", "runs", "pip", "setuptools", "wheel",
 })
+# The project's name is also its command: a shell builtin or keyword (bash's `compgen -b -k`, which covers POSIX
+# sh's) runs instead of it whatever PATH says, so `test train` would run the shell's `test`.
+SHELL_BUILTINS = frozenset("""
+    alias bg bind break builtin caller case cd command compgen complete compopt continue coproc declare dirs disown
+    do done echo elif else enable esac eval exec exit export false fc fg fi for function getopts hash help history
+    if in jobs kill let local logout mapfile popd printf pushd pwd read readarray readonly return select set shift
+    shopt source suspend test then time times trap true type typeset ulimit umask unalias unset until wait while
+""".split())
 MAX_NAME, MAX_AUTHOR, MAX_HOURS = 40, 100, 10000
 
 
@@ -72,6 +80,8 @@ def project_name_error(name: str) -> str:
         return f"project name '{name}' is a Python keyword and cannot be imported; choose another"
     if package in sys.stdlib_module_names or package in TAKEN_NAMES:
         return f"project name '{name}' would shadow a Python module or tool of the same name; choose another"
+    if name in SHELL_BUILTINS:
+        return f"project name '{name}' is a shell builtin, which the shell runs instead of the command; choose another"
     return ""
 
 

@@ -9,12 +9,15 @@ next `new` in the same parent folder, once its PID is no longer running on this 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import socket
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +54,31 @@ def runs_only_own_code(source: TemplateSource) -> bool:
             and config.get("_jinja_extensions", []) in ([], OWN_EXTENSIONS))
 
 
+@contextmanager
+def refusing_template_code(source: TemplateSource) -> Iterator[None]:
+    """Copier's UnsafeTemplateError (tasks, migrations or other Jinja extensions: code we do not run) as one line.
+    Copier raises it before it writes anything, in `copy` and in `update`."""
+    try:
+        yield
+    except UnsafeTemplateError as e:
+        raise UserError(f"the template at {source.location} needs --trust ({str(e).splitlines()[0].rstrip('.')}); "
+                        "llm-blueprint never runs template code (nothing was written)") from None
+
+
 def render(source: TemplateSource, dest: Path, answers: dict[str, Any]) -> None:
     """Plain Copier rendering with every answer given: the same call `copier copy --data ...` makes."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), refusing_template_code(source):
         warnings.simplefilter("ignore")  # Copier warns that a dirty checkout's changes are included
-        try:
-            copier.run_copy(
-                source.location,
-                str(dest),
-                data=answers,
-                vcs_ref=source.ref,
-                defaults=True,
-                overwrite=True,
-                quiet=True,
-                unsafe=runs_only_own_code(source),
-            )
-        except UnsafeTemplateError as e:  # tasks, migrations or other Jinja extensions: code we do not run
-            raise UserError(f"the template at {source.location} needs --trust ({str(e).splitlines()[0].rstrip('.')}); "
-                            "llm-blueprint never runs template code (nothing was written)") from None
+        copier.run_copy(
+            source.location,
+            str(dest),
+            data=answers,
+            vcs_ref=source.ref,
+            defaults=True,
+            overwrite=True,
+            quiet=True,
+            unsafe=runs_only_own_code(source),
+        )
 
 
 def commit_all(repo: Path, message: str, author: str) -> None:
@@ -133,6 +143,8 @@ def create_project(source: TemplateSource, dest: Path, answers: dict[str, Any], 
         if dest.exists():
             dest.rmdir()
         staging.rename(dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left in {dest.parent}: {e.strerror} (nothing was written)") from None
         raise

@@ -24,7 +24,7 @@ import yaml
 from generator.errors import UpdateConflict, UserError
 from generator.formulas import layers_error, with_needs
 from generator.layers import previous_release_layers, project_layers
-from generator.render import commit_all, runs_only_own_code
+from generator.render import commit_all, refusing_template_code, runs_only_own_code
 from generator.source import TemplateSource, git, source_for, template_files
 from generator.spec import TemplateSpec
 
@@ -43,8 +43,12 @@ def read_answers(project: Path) -> dict:
     path = project / ANSWERS_FILE
     if not path.is_file():
         raise UserError(f"{project} is not a generated project: {ANSWERS_FILE} is missing")
-    answers = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if "_src_path" not in answers or "_commit" not in answers:
+    try:
+        answers = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        problem = getattr(e, "problem", None) or getattr(e, "strerror", None) or e
+        raise UserError(f"{path} cannot be read as YAML ({problem}); restore it from git, then update") from None
+    if not isinstance(answers, dict) or "_src_path" not in answers or "_commit" not in answers:
         raise UserError(f"{path} records no template source or revision (_src_path, _commit); it cannot be updated")
     return answers
 
@@ -80,7 +84,7 @@ def source_spec(source: TemplateSource) -> TemplateSpec:
 def run_copier_update(project: Path, source: TemplateSource, data: dict) -> None:
     """Copier reads the source location from the answers file; `source` decides the revision, `data` overrides
     recorded answers."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), refusing_template_code(source):
         warnings.simplefilter("ignore")
         copier.run_update(
             str(project),

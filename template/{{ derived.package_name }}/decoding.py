@@ -163,7 +163,7 @@ class TextStream:
 @dataclass(eq=False)  # a sequence is itself, not its fields: two equal prompts are two sequences
 class Sequence:
     """One prompt being continued. `tokens` is the prompt and the output so far; `finish_reason` is set when
-    it is done: "stop" (end-of-text token or a stop string) or "length" (max_tokens)."""
+    it is done: "stop" (end-of-text token or a stop string), "length" (max_tokens) or "error" (decoding it failed)."""
 
     prompt: list[int]
     params: SamplingParams
@@ -180,12 +180,19 @@ class Sequence:
 
 @dataclass
 class Event:
-    """What one sequence got from add() or step(): a token, its final text (maybe ""), and whether it ended."""
+    """What one sequence got from add() or step(): a token, its final text (maybe ""), and whether it ended;
+    or, with `error`, why decoding it failed (it has left the batch; the other sequences go on)."""
 
     seq: Sequence
     token: int
     text: str
     finished: bool
+    error: Exception | None = None
+
+    @classmethod
+    def failure(cls, seq: Sequence, error: Exception) -> Event:
+        seq.finish_reason = "error"
+        return cls(seq, -1, "", True, error)
 
 
 class Decoder:
@@ -256,7 +263,12 @@ class Decoder:
         """Sample each sequence's next token from its logits (k, V); finished sequences leave."""
         events = []
         for seq, row_logits in zip(seqs, logits):
-            token = next_token(row_logits, seq.params, seq.generator, seq.tokens)
+            try:
+                token = next_token(row_logits, seq.params, seq.generator, seq.tokens)
+            except Exception as e:  # noqa: BLE001 - one row's sampling failure (its parameters) ends that row alone
+                self.remove(seq)
+                events.append(Event.failure(seq, e))
+                continue
             seq.tokens.append(token)
             seq.generated += 1
             ended = token == self.eot_id
@@ -305,9 +317,17 @@ def run(decoder: Decoder, waiting: list[Sequence]) -> Iterable[list[Event]]:
     while waiting or decoder.rows:
         if waiting and decoder.free:
             batch, waiting[:] = waiting[: decoder.free], waiting[decoder.free :]
-            yield decoder.add(batch)
+            yield _raise_failure(decoder.add(batch))
         if decoder.rows:
-            yield decoder.step()
+            yield _raise_failure(decoder.step())
+
+
+def _raise_failure(events: list[Event]) -> list[Event]:
+    """`events`, unless one of them failed: then its error, as a caller of run() decodes for itself alone."""
+    for event in events:
+        if event.error is not None:
+            raise event.error
+    return events
 
 
 # -- sampling --------------------------------------------------------------------------------------------------------
@@ -348,6 +368,7 @@ class SamplingParams:
             (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
              f"repetition_penalty must be a number > 0, got {self.repetition_penalty}"),
             (all(self.stop), "stop strings must not be empty"),
+            (self.seed is None or 0 <= self.seed < 2**64, f"seed must be an integer in [0, 2**64), got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -381,7 +402,9 @@ def keep_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = torch.sort(logits, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above each one
-    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(0, order, before >= p)
+    ranked_drop = before >= p
+    ranked_drop[0] = False  # even when p rounds to 0 in the logits' dtype (5e-324 is 0 in float32)
+    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(0, order, ranked_drop)
     return logits.masked_fill(drop, float("-inf"))
 
 
@@ -391,9 +414,13 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     logits = logits.float()
     if params.repetition_penalty != 1.0 and seen:
         logits = penalize_repeats(logits, torch.tensor(seen, device=logits.device), params.repetition_penalty)
+        big = torch.finfo(logits.dtype).max  # a penalty near 0 must not turn a score into inf (softmax: NaN)
+        logits = logits.clamp(-big, big)
     if params.temperature == 0:
         return int(logits.argmax())
-    logits = logits / params.temperature
+    # The best score is subtracted first, and the division is in float64 (where the temperature is given): with a
+    # tiny temperature the others go to -inf and the best stays 0, never inf - inf or 0 / 0.
+    logits = ((logits - logits.max()).double() / params.temperature).float()
     if params.top_k is not None:
         logits = keep_top_k(logits, params.top_k)
     if params.top_p < 1.0:
