@@ -222,7 +222,7 @@ def test_the_updated_project_of_the_previous_release_passes_its_own_tests(cli, t
 
 def test_the_plan_and_estimate_name_the_layers(cli) -> None:
     code, out, _ = cli("estimate", "--track", "practitioner", "--layers", "lora")
-    assert code == 0 and re.search(r"^  layers +chat, finetune, lora$", out, re.M)
+    assert code == 0 and re.search(r"^  layers +evaluation, chat, finetune, lora, export$", out, re.M)
     code, out, _ = cli("estimate", "--track", "beginner", "--layers", "")
     assert code == 0 and re.search(r"^  layers +none: the core alone", out, re.M)
     code, out, _ = cli("estimate", "--track", "researcher", "--budget", "cluster")
