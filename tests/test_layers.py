@@ -202,7 +202,7 @@ def test_a_beginner_adds_the_server_then_fine_tuning_and_each_works(cli, tmp_pat
             assert model.read_text().endswith("# my note: keep this line\n")
             result = bash(f'. .venv/bin/activate && pip install -q -e ".[dev]" && pytest -q -p no:cacheprovider {test}',
                           cwd=project)
-            assert result.returncode == 0 and " 1 passed" in result.stdout, (result.stdout + result.stderr)[-3000:]
+            assert result.returncode == 0 and "1 passed" in result.stdout, (result.stdout + result.stderr)[-3000:]
     finally:
         shutil.rmtree(project / ".venv", ignore_errors=True)
 
