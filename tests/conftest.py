@@ -65,3 +65,12 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
 def run_python(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture
+def project(cli, tmp_path: Path, released: Path) -> Path:
+    """A practitioner project generated from the test module's `released` template repository."""
+    dest = tmp_path / "proj"
+    code, _, err = cli("new", str(dest), "--yes", "--track", "practitioner", "--template", str(released))
+    assert code == 0, err
+    return dest

@@ -25,14 +25,6 @@ def released(tmp_path: Path) -> Path:
     return repo
 
 
-@pytest.fixture
-def project(cli, tmp_path: Path, released: Path) -> Path:
-    dest = tmp_path / "proj"
-    code, _, err = cli("new", str(dest), "--yes", "--track", "practitioner", "--template", str(released))
-    assert code == 0, err
-    return dest
-
-
 def test_update_to_a_template_with_tasks_is_refused_and_runs_nothing(cli, project: Path, released: Path,
                                                                      tmp_path: Path) -> None:
     canary = tmp_path / "task-ran"

@@ -25,14 +25,6 @@ def released(tmp_path: Path) -> Path:
     return repo
 
 
-@pytest.fixture
-def project(cli, tmp_path: Path, released: Path) -> Path:
-    dest = tmp_path / "proj"
-    code, _, err = cli("new", str(dest), "--yes", "--track", "practitioner", "--template", str(released))
-    assert code == 0, err
-    return dest
-
-
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
