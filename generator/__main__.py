@@ -4,6 +4,7 @@ Importing the CLI (copier, questionary, Jinja) takes a second or more. Ctrl-C du
 quietly as Ctrl-C later on, so the import happens inside the handler, and this module imports nothing heavy.
 """
 
+import os
 import sys
 
 
@@ -15,6 +16,9 @@ def run() -> None:
     except KeyboardInterrupt:
         print("\nllm-blueprint: cancelled", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # the reader of our output went away (`llm-blueprint layers | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush is quiet
+        code = 0
     sys.exit(code)
 
 
