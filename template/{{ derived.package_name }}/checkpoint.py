@@ -9,7 +9,7 @@ Both are written under temporary names and renamed into place, so a crash never 
 and both carry the same random save_id, so a crash between the two renames leaves a pair that
 load_checkpoint rejects instead of silently mixing weights and optimizer state from different steps.
 The weights file also records the sha256 of its tensors and of the model config that shapes them
-(weights_sha256 in its metadata): load_weights recomputes it, and refuses weights whose bytes changed on disk,
+(DIGEST in its metadata): load_weights recomputes it, and refuses weights whose bytes changed on disk,
 a config changed in ckpt.pt (a different n_head reads the same tensors as another model), or weights that hold
 NaN/inf, so --resume, `eval` and `generate` never continue from damaged weights. Hashing costs one pass over
 the weights (see weights_digest).
@@ -60,16 +60,19 @@ BEST = "best"
 HISTORY = "checkpoints"
 REQUIRED_KEYS = ("step", "model_config", "optimizer", "rng", "save_id", "weights")
 SHARDS = "optimizer-*"  # sharded optimizer states, beside CHECKPOINT
+DIGEST = "weights_config_sha256"  # safetensors metadata: weights_digest of the tensors and the model config
+LEGACY_DIGEST = "weights_sha256"  # what earlier releases recorded: the tensors alone
 PICKLE_OVERHEAD = 1 << 20  # configs, RNG states and file headers on top of the tensors' bytes
 
 
-def weights_digest(tensors: dict[str, torch.Tensor], model_config: dict[str, Any]) -> str:
+def weights_digest(tensors: dict[str, torch.Tensor], model_config: dict[str, Any] | None) -> str:
     """sha256 over the model config (as sorted JSON) and each tensor's name, dtype, shape and bytes, in name order.
+    model_config None: the tensors alone, as files saved before the config was covered record it.
 
     Cost: one pass over the weights at save and at load. Default CPU model (5.3 M parameters, 21 MB): 0.10 s,
     against 0.23 s for the whole save (a busy 2-core AMD EPYC, AVX2 + SHA-NI, one thread, load average 14).
     """
-    h = hashlib.sha256(json.dumps(model_config, sort_keys=True).encode() + b"\n")
+    h = hashlib.sha256(b"" if model_config is None else json.dumps(model_config, sort_keys=True).encode() + b"\n")
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
@@ -104,7 +107,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, state: dict[str, Any]) -
     tmp = path.with_name(path.name + ".tmp")
     tensors = model.state_dict()
     meta = {"save_id": save_id, "step": str(state["step"]), "val_loss": repr(state.get("val_loss")),
-            "weights_sha256": weights_digest(tensors, state["model_config"])}
+            DIGEST: weights_digest(tensors, state["model_config"])}
     needed = _tensor_bytes(tensors) + _tensor_bytes(state) + PICKLE_OVERHEAD
     what = f"checkpoint {path}"
     check_space(path.parent, needed, what)
@@ -150,19 +153,22 @@ def load_weights(model: torch.nn.Module, path: Path, state: dict[str, Any]) -> N
 
 def load_checked_weights(model: torch.nn.Module, weights: Path, owner: Path) -> None:
     """Load safetensors file `weights` (of checkpoint `owner`) into `model`, strictly, and check it: the digest
-    of its tensors and of the model's config must match the one saved with them (weights_sha256 in its metadata),
+    of its tensors and of the model's config must match the one saved with them (DIGEST in its metadata),
     and every value must be finite. A failed check is a one-line ValueError naming the file (the model's weights
     are then undefined)."""
     try:
         load_safetensors(model, str(weights), strict=True)
         with safe_open(str(weights), framework="pt") as f:
-            expected = (f.metadata() or {}).get("weights_sha256")
+            metadata = f.metadata() or {}
     except (OSError, RuntimeError, SafetensorError) as e:
         raise ValueError(f"weights of {owner} do not fit the model: {str(e).splitlines()[0][:200]}") from None
     tensors = model.state_dict()
+    # Files saved before the digest covered the config (weights_sha256: the tensors alone) still load, checked.
+    covered = DIGEST in metadata
+    expected = metadata.get(DIGEST, metadata.get(LEGACY_DIGEST))
     if expected is None:
-        raise ValueError(f"{weights} records no weights_sha256: it was not saved by this trainer")
-    if weights_digest(tensors, dataclasses.asdict(model.config)) != expected:
+        raise ValueError(f"{weights} records no {DIGEST}: it was not saved by this trainer")
+    if weights_digest(tensors, dataclasses.asdict(model.config) if covered else None) != expected:
         raise ValueError(f"{weights} is damaged: its tensors or the model config of {owner} do not match the "
                          "digest saved with them")
     bad = next((name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
