@@ -65,20 +65,20 @@ def refusing_template_code(source: TemplateSource) -> Iterator[None]:
                         "llm-blueprint never runs template code (nothing was written)") from None
 
 
-def render(source: TemplateSource, dest: Path, answers: dict[str, Any]) -> None:
-    """Plain Copier rendering with every answer given: the same call `copier copy --data ...` makes."""
+@contextmanager
+def running_copier(source: TemplateSource) -> Iterator[dict[str, Any]]:
+    """What every Copier call of ours shares, as keyword arguments: `source`'s revision, no questions, no prompt
+    before overwriting, quiet, and trust only for our own extension; template code refused in one line."""
     with warnings.catch_warnings(), refusing_template_code(source):
         warnings.simplefilter("ignore")  # Copier warns that a dirty checkout's changes are included
-        copier.run_copy(
-            source.location,
-            str(dest),
-            data=answers,
-            vcs_ref=source.ref,
-            defaults=True,
-            overwrite=True,
-            quiet=True,
-            unsafe=runs_only_own_code(source),
-        )
+        yield {"vcs_ref": source.ref, "defaults": True, "overwrite": True, "quiet": True,
+               "unsafe": runs_only_own_code(source)}
+
+
+def render(source: TemplateSource, dest: Path, answers: dict[str, Any]) -> None:
+    """Plain Copier rendering with every answer given: the same call `copier copy --data ...` makes."""
+    with running_copier(source) as settings:
+        copier.run_copy(source.location, str(dest), data=answers, **settings)
 
 
 def commit_all(repo: Path, message: str, author: str) -> None:

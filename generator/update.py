@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import yaml
 from generator.errors import UpdateConflict, UserError
 from generator.formulas import layers_error, with_needs
 from generator.layers import previous_release_layers, project_layers
-from generator.render import commit_all, refusing_template_code, runs_only_own_code
+from generator.render import commit_all, running_copier
 from generator.source import TemplateSource, git, source_for, template_files
 from generator.spec import TemplateSpec
 
@@ -84,19 +83,8 @@ def source_spec(source: TemplateSource) -> TemplateSpec:
 def run_copier_update(project: Path, source: TemplateSource, data: dict) -> None:
     """Copier reads the source location from the answers file; `source` decides the revision, `data` overrides
     recorded answers."""
-    with warnings.catch_warnings(), refusing_template_code(source):
-        warnings.simplefilter("ignore")
-        copier.run_update(
-            str(project),
-            data=data,
-            vcs_ref=source.ref,
-            defaults=True,
-            overwrite=True,
-            skip_answered=True,
-            conflict="inline",
-            quiet=True,
-            unsafe=runs_only_own_code(source),  # see render.py: our own extension, nothing else
-        )
+    with running_copier(source) as settings:
+        copier.run_update(str(project), data=data, skip_answered=True, conflict="inline", **settings)
 
 
 def update_project(project: Path, *, dry_run: bool = False, commit: bool = True, layers: list[str] | None = None,
